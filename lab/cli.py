@@ -1,0 +1,314 @@
+"""The `lab` command: a thin click layer over the library.
+
+Each command parses its options, calls one library function and prints the result through
+``lab.term``. Errors of the ``LabError`` family become one line and an exit code in ``main``;
+nothing else here decides what an error looks like.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import click
+
+from lab import __version__, term
+from lab.config import ENDPOINTS, LAYOUTS, POOL_SHARING, TIERS
+from lab.errors import LabError
+
+ENDPOINT_CHOICE = click.Choice(list(ENDPOINTS))
+
+
+# -- shared options ----------------------------------------------------------------------
+
+
+def name_option(f):
+    return click.option(
+        "--name", default="default", show_default=True, envvar="POOLER_LAB_NAME",
+        help="Which lab (compose project pooler-lab-NAME); two names run side by side.",
+    )(f)
+
+
+def json_option(f):
+    return click.option("--json", "as_json", is_flag=True, help="Print JSON for machines.")(f)
+
+
+def show_password_option(f):
+    return click.option("--show-password", is_flag=True,
+                        help="Print the real password instead of [YOUR-PASSWORD].")(f)
+
+
+SETTING_OPTIONS = [
+    click.option("--config", "config_path", type=click.Path(path_type=Path, dir_okay=False),
+                 help="Settings file (default: ./lab.toml when present)."),
+    click.option("--tier", type=click.Choice(list(TIERS), case_sensitive=False),
+                 help="Supabase compute tier preset (default micro)."),
+    click.option("--max-connections", type=int, help="Postgres max_connections."),
+    click.option("--pool-size", type=int, help="Default pool size of every pooler."),
+    click.option("--max-client-conn", type=int,
+                 help="Max pooler clients (each pooler separately)."),
+    click.option("--tenant", help="Tenant in the shared pooler's user name postgres.TENANT."),
+    click.option("--pool-sharing", type=click.Choice(POOL_SHARING),
+                 help="Shared pooler: one pool per mode, or one pool shared by both modes."),
+    click.option("--max-prepared-statements", type=int,
+                 help="Dedicated pooler's max_prepared_statements (0 = none, as Supabase)."),
+    click.option("--query-wait-timeout", type=int,
+                 help="Seconds a pooler client may queue for a server connection."),
+    click.option("--layout", type=click.Choice(LAYOUTS),
+                 help="'addresses': two loopback addresses, documented ports; "
+                      "'ports': 127.0.0.1 with offset ports (macOS)."),
+    click.option("--port-offset", type=int, help="Port offset of the 'ports' layout."),
+    click.option("--db-address", help="Loopback address of the db host (default 127.0.0.2)."),
+    click.option("--pooler-address",
+                 help="Loopback address of the shared-pooler host (default 127.0.0.3)."),
+    click.option("--direct-port", type=int, help="Host port of the direct endpoint."),
+    click.option("--dedicated-port", type=int, help="Host port of the dedicated pooler."),
+    click.option("--session-port", type=int, help="Host port of the session-mode pooler."),
+    click.option("--transaction-port", type=int,
+                 help="Host port of the transaction-mode pooler."),
+]
+
+
+def setting_options(f):
+    for option in reversed(SETTING_OPTIONS):
+        f = option(f)
+    return f
+
+
+def _overrides(kwargs: dict) -> dict:
+    keys = ("tier", "max_connections", "pool_size", "max_client_conn", "tenant", "pool_sharing",
+            "max_prepared_statements", "query_wait_timeout", "layout", "port_offset",
+            "db_address", "pooler_address", "direct_port", "dedicated_port", "session_port",
+            "transaction_port")
+    return {k: kwargs.pop(k) for k in keys}
+
+
+def _progress(text: str) -> None:
+    term.note(text)
+
+
+# -- the group ---------------------------------------------------------------------------
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="pooler-lab")
+def cli():
+    """pooler-lab: see Supabase's connection advice with real numbers.
+
+    A database host (Postgres 17 on 5432, dedicated PgBouncer on 6543) and a shared-pooler
+    host (session mode on 5432, transaction mode on 6543) on Docker Compose, loaded by Locust.
+    """
+
+
+# -- the stack ---------------------------------------------------------------------------
+
+
+@cli.command()
+@name_option
+@setting_options
+def up(name, config_path, **kwargs):
+    """Bring the stack up and wait until every service is healthy."""
+    from lab import stack
+
+    result = stack.up(name, config_path, _overrides(kwargs), log=_progress)
+    cfg = result.cfg
+    term.success(f"{cfg.project} is up" + ("" if result.created else " (no change)"))
+    _print_connect(name, None, as_json=False, show_password=False)
+
+
+@cli.command()
+@name_option
+@click.option("--volumes", is_flag=True, help="Also remove the database's data volume.")
+def down(name, volumes):
+    """Stop and remove the lab's containers and network (and data, with --volumes)."""
+    from lab import stack
+
+    left = stack.down(name, volumes=volumes, log=_progress)
+    if left:
+        kept = ", ".join(left)
+        term.info(f"removed the containers and network; kept {kept}"
+                  + ("" if volumes else " (lab down --volumes removes it)"))
+    else:
+        term.success("removed everything: containers, network, volumes")
+
+
+@cli.command()
+@name_option
+@json_option
+def status(name, as_json):
+    """Containers, health and live connection counts per endpoint."""
+    from lab.status import status as lab_status
+
+    data = lab_status(name)
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+        return
+    term.heading(f"{data['project']}  tier {data['settings']['tier']}, max_connections "
+                 f"{data['settings']['max_connections']}, pool size "
+                 f"{data['settings']['pool_size']}")
+    term.table([(c["service"], c["state"], c["health"] or "-", c["address"] or "-")
+                for c in data["containers"]], ["service", "state", "health", "address"])
+    if not data["running"]:
+        term.warn(f"the lab is not running: lab up{_flag(name)}")
+        return
+    click.echo()
+    rows = []
+    for ep, entry in data["endpoints"].items():
+        if "error" in entry:
+            rows.append((ep, "-", "-", "-", entry["error"]))
+        else:
+            rows.append((ep, entry["clients"], entry["waiting"], entry["backends"], ""))
+    term.table(rows, ["endpoint", "clients", "waiting", "server conns", "note"])
+    pg = data["postgres"]
+    if pg and pg["ok"]:
+        origins = ", ".join(f"{k} {v}" for k, v in sorted(pg["by_origin"].items()))
+        term.info(f"\nPostgres client backends: {pg['backends']} of max_connections "
+                  f"{pg['max_connections']} ({origins or 'none'})")
+
+
+def _flag(name: str) -> str:
+    return "" if name == "default" else f" --name {name}"
+
+
+@cli.command()
+@click.argument("endpoint", required=False, type=ENDPOINT_CHOICE)
+@name_option
+@json_option
+@show_password_option
+def connect(endpoint, name, as_json, show_password):
+    """The connection strings, like Supabase's Connect dialog (one ENDPOINT, or all four).
+
+    With one ENDPOINT and no --json, prints just its URI (psql "$(lab connect ...)").
+    """
+    _print_connect(name, endpoint, as_json=as_json, show_password=show_password)
+
+
+def _print_connect(name, endpoint, *, as_json, show_password):
+    from lab import connect as connmod
+    from lab import engine, stack
+
+    cfg, state = stack.load(name)
+    containers = engine.project_containers(cfg.project)
+    eps = connmod.endpoints(cfg, containers)
+    password = state.secrets().postgres_password if show_password else None
+    chosen = [endpoint] if endpoint else list(eps)
+    if as_json:
+        data = {n: eps[n].to_json(password) for n in chosen}
+        click.echo(json.dumps(data[endpoint] if endpoint else data, indent=2))
+        return
+    if endpoint:
+        click.echo(eps[endpoint].uri(password))
+        return
+    for n in chosen:
+        ep = eps[n]
+        term.heading(f"{ep.label} ({n})")
+        click.echo(f"  {ep.uri(password)}")
+        click.echo(f"  use for: {ep.use_when}")
+    if not show_password:
+        term.note(f"password hidden; lab connect --show-password{_flag(name)} shows it")
+
+
+@cli.command(context_settings={"ignore_unknown_options": True})
+@click.argument("endpoint", type=ENDPOINT_CHOICE)
+@click.argument("psql_args", nargs=-1, type=click.UNPROCESSED)
+@name_option
+def psql(endpoint, psql_args, name):
+    """Open psql on ENDPOINT (extra arguments go to psql), without showing the password."""
+    from lab import connect as connmod
+    from lab import engine, stack
+
+    cfg, state, containers = stack.require_running(name)
+    ep = connmod.endpoints(cfg, containers)[endpoint]
+    password = state.secrets().postgres_password
+    env = dict(os.environ, PGPASSWORD=password, PGAPPNAME="pooler-lab-psql")
+    target = ["-h", ep.host, "-p", str(ep.port), "-U", ep.user, "-d", ep.database]
+    if shutil.which("psql"):
+        os.execvpe("psql", ["psql", *target, *psql_args], env)
+    # No psql on the host: use the one in the db container, addressing services by name.
+    db = engine.container(cfg.project, "db")
+    inner_host = "127.0.0.1" if ENDPOINTS[endpoint].host == "db" else "pooler"
+    inner = ["-h", inner_host, "-p", str(ENDPOINTS[endpoint].container_port), "-U", ep.user,
+             "-d", ep.database]
+    tty = ["-it"] if sys.stdin.isatty() else ["-i"]
+    os.execvpe("docker", ["docker", "exec", *tty, "-e", "PGPASSWORD", "-e", "PGAPPNAME",
+                          db.name, "psql", *inner, *psql_args], env)
+
+
+@cli.command()
+@click.argument("service", required=False, type=click.Choice(["db", "dedicated", "pooler"]))
+@name_option
+@click.option("--follow", "-f", is_flag=True, help="Keep printing new lines.")
+@click.option("--tail", type=int, default=200, show_default=True, help="Lines per service.")
+def logs(service, name, follow, tail):
+    """Logs of the lab's services (db, dedicated, pooler); passwords are masked."""
+    from lab import connect as connmod
+    from lab import stack
+
+    cfg, state = stack.load(name)
+    st = stack.Stack(cfg, state)
+    secrets = state.secrets()
+    if follow:
+        st.logs(service, tail=tail, follow=True)
+        return
+    proc = st.logs(service, tail=tail)
+    click.echo(connmod.redact(proc.stdout, secrets), nl=False)
+
+
+@cli.group()
+def image():
+    """The lab's Docker image (PostgreSQL 17 + PgBouncer 1.24 on Debian trixie)."""
+
+
+@image.command("build")
+@click.option("--offline", is_flag=True,
+              help="Make the Debian base with debootstrap from the host's apt mirror "
+                   "(for machines with no container registry; needs root).")
+@click.option("--if-missing", is_flag=True, help="Do nothing when the image already exists.")
+def image_build(offline, if_missing):
+    """Build the image every service runs."""
+    from lab import image as imagemod
+
+    tag = imagemod.build(offline=offline, if_missing=if_missing, log=_progress)
+    term.success(f"image {tag} is ready")
+
+
+@cli.command()
+@name_option
+def doctor(name):
+    """Check the engine, Compose v2, the image, and the lab's addresses and ports."""
+    from lab.status import doctor as run_doctor
+
+    checks = run_doctor(name)
+    for check in checks:
+        line = f"{term.mark(check.ok)} {check.name}: {check.detail}"
+        if not check.ok and check.fix:
+            line += f"  -> fix: {check.fix}"
+        click.echo(line)
+    if not all(c.ok for c in checks):
+        raise LabError(f"{sum(not c.ok for c in checks)} check(s) failed",
+                       fix="run the commands shown after -> fix")
+
+
+# -- entry point ---------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the CLI; the one place errors become messages and exit codes."""
+    try:
+        cli.main(args=argv, prog_name="lab", standalone_mode=False)
+    except LabError as exc:
+        term.error(exc.one_line())
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        term.error("interrupted")
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        term.error("interrupted")
+        sys.exit(130)
+

@@ -1,0 +1,56 @@
+"""psycopg for the orchestrator process (status, sampler, experiments).
+
+psycopg picks its wait function once, at import: imported before gevent patches the process,
+it locks in the blocking C function and Locust's greenlets run one at a time. The orchestrator
+therefore never loads Locust (it runs Locust as a child process), and this module refuses to be
+imported where Locust already is. Load users import psycopg through ``lab.users`` instead.
+"""
+
+from __future__ import annotations
+
+import sys
+
+if "locust" in sys.modules or "gevent.monkey" in sys.modules:  # pragma: no cover - guard
+    raise ImportError(
+        "lab.pg is for the orchestrator process; a Locust process must use lab.users"
+    )
+
+import psycopg  # noqa: E402
+from psycopg import sql  # noqa: E402,F401  (re-exported for experiments)
+
+from lab.connect import EndpointInfo  # noqa: E402
+
+Error = psycopg.Error
+OperationalError = psycopg.OperationalError
+
+
+def connect(ep: EndpointInfo, password: str, *, application_name: str = "pooler-lab",
+            bench: bool = True, timeout: float = 5, autocommit: bool = True,
+            user: str | None = None, dbname: str | None = None,
+            **kwargs) -> psycopg.Connection:
+    host, port = (ep.bench_host, ep.bench_port) if bench else (ep.host, ep.port)
+    return psycopg.connect(
+        host=host, port=port, user=user or ep.user, password=password,
+        dbname=dbname or ep.database, application_name=application_name,
+        connect_timeout=max(1, int(timeout)), autocommit=autocommit, **kwargs,
+    )
+
+
+def admin_connect(host: str, port: int, user: str, password: str,
+                  timeout: float = 5) -> psycopg.Connection:
+    """A PgBouncer admin console: simple query protocol only, hence ClientCursor."""
+    return psycopg.connect(
+        host=host, port=port, user=user, password=password, dbname="pgbouncer",
+        connect_timeout=max(1, int(timeout)), autocommit=True,
+        cursor_factory=psycopg.ClientCursor,
+    )
+
+
+def rows(conn: psycopg.Connection, query: str, params=None) -> list[dict[str, object]]:
+    """Run a query and return rows as dicts keyed by column name (never by position)."""
+    with conn.cursor() as cur:
+        cur.execute(query, params)
+        if cur.description is None:
+            return []
+        names = [d.name for d in cur.description]
+        return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]

@@ -1,0 +1,275 @@
+"""Stage 2 of the pipeline: settings -> the files the containers read. Pure: no I/O.
+
+``render(cfg, secrets, image)`` returns ``{relative path: text}``; ``lab.stack`` writes them
+into the lab's state directory (mode 0600) and points ``compose/compose.yaml`` at them through
+``compose.env``. Only the PgBouncer files hold plain-text passwords (PgBouncer needs them to log
+in to Postgres); Postgres itself only ever receives SCRAM verifiers.
+
+Files:
+    compose.env                     variables interpolated into compose/compose.yaml
+    db/postgresql.conf, db/pg_hba.conf, db/init.sql
+    dedicated/pgbouncer-dedicated.ini, dedicated/userlist.txt
+    pooler/pgbouncer-session.ini, pooler/pgbouncer-transaction.ini, pooler/userlist.txt
+    pooler/pgbouncer-shared.ini     only with pool_sharing = "shared"
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+
+from lab.config import LabConfig
+from lab.state import Secrets
+
+ADMIN_USER = "lab_admin"  # PgBouncer admin/stats console user (exists only in auth files)
+AUTH_USER = "pgbouncer"  # the dedicated pooler's auth_user, as Supabase sets it up
+DB_CONTAINER_PORT = 5432
+DEDICATED_CONTAINER_PORT = 6543
+SESSION_CONTAINER_PORT = 5432
+TRANSACTION_CONTAINER_PORT = 6543
+# With pool_sharing = "shared", both modes go through one inner session-mode PgBouncer whose
+# pool is the shared pool_size: combined backends <= pool_size, as Supabase's docs describe.
+SHARED_INNER_PORT = 6432
+SCRAM_ITERATIONS = 4096
+
+
+def scram_verifier(password: str, salt: bytes, iterations: int = SCRAM_ITERATIONS) -> str:
+    """A SCRAM-SHA-256 secret in the form Postgres stores in pg_authid.rolpassword."""
+    salted = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iterations)
+    client_key = hmac.new(salted, b"Client Key", "sha256").digest()
+    stored_key = hashlib.sha256(client_key).digest()
+    server_key = hmac.new(salted, b"Server Key", "sha256").digest()
+    b64 = base64.b64encode
+    return (f"SCRAM-SHA-256${iterations}:{b64(salt).decode()}"
+            f"${b64(stored_key).decode()}:{b64(server_key).decode()}")
+
+
+def _salt(secrets: Secrets, user: str) -> bytes:
+    # One stored random salt per lab, specialised per user so no two verifiers share a salt.
+    return hashlib.sha256(bytes.fromhex(secrets.salt) + user.encode()).digest()[:16]
+
+
+def _verifier(secrets: Secrets, user: str, password: str) -> str:
+    return scram_verifier(password, _salt(secrets, user))
+
+
+def shared_pooler_user(cfg: LabConfig) -> str:
+    """The Supavisor-style user name: postgres.<tenant>."""
+    return f"postgres.{cfg.tenant}"
+
+
+def endpoint_user(cfg: LabConfig, endpoint: str) -> str:
+    return shared_pooler_user(cfg) if endpoint in ("session", "transaction") else "postgres"
+
+
+def render(cfg: LabConfig, secrets: Secrets, image: str, config_dir: str) -> dict[str, str]:
+    files = {
+        "db/postgresql.conf": _postgresql_conf(cfg),
+        "db/pg_hba.conf": _pg_hba(),
+        "db/init.sql": _init_sql(cfg, secrets),
+        "dedicated/pgbouncer-dedicated.ini": _dedicated_ini(cfg),
+        "dedicated/userlist.txt": _userlist({
+            AUTH_USER: secrets.pgbouncer_password,  # plain text: used to log in to Postgres
+            ADMIN_USER: _verifier(secrets, ADMIN_USER, secrets.admin_password),
+        }),
+        "pooler/pgbouncer-session.ini": _shared_ini(cfg, secrets, "session"),
+        "pooler/pgbouncer-transaction.ini": _shared_ini(cfg, secrets, "transaction"),
+        "pooler/userlist.txt": _userlist({
+            # The very verifier Postgres holds for role postgres: after a client's SCRAM login
+            # PgBouncer reuses the client's proof ("SCRAM pass-through") to log in upstream.
+            shared_pooler_user(cfg): _verifier(secrets, "postgres", secrets.postgres_password),
+            ADMIN_USER: _verifier(secrets, ADMIN_USER, secrets.admin_password),
+        }),
+    }
+    if cfg.pool_sharing == "shared":
+        files["pooler/pgbouncer-shared.ini"] = _shared_inner_ini(cfg, secrets)
+        # Only the outer PgBouncers log in here (as postgres); clients never see this port.
+        files["pooler/userlist-shared.txt"] = _userlist({
+            "postgres": _verifier(secrets, "postgres", secrets.postgres_password),
+            ADMIN_USER: _verifier(secrets, ADMIN_USER, secrets.admin_password),
+        })
+    files["compose.env"] = _compose_env(cfg, image, config_dir, config_hash(files))
+    return files
+
+
+def config_hash(files: dict[str, str]) -> str:
+    """Changes whenever a rendered file changes, so compose recreates the containers."""
+    digest = hashlib.sha256()
+    for rel in sorted(files):
+        if rel != "compose.env":
+            digest.update(rel.encode() + b"\0" + files[rel].encode() + b"\0")
+    return digest.hexdigest()[:16]
+
+
+def _compose_env(cfg: LabConfig, image: str, config_dir: str, chash: str) -> str:
+    values = {
+        "LAB_IMAGE": image,
+        "LAB_NAME": cfg.name,
+        "LAB_CONFIG_DIR": config_dir,
+        "LAB_CONFIG_HASH": chash,
+        "LAB_DB_ADDRESS": cfg.db_address,
+        "LAB_POOLER_ADDRESS": cfg.pooler_address,
+        "LAB_DIRECT_PORT": cfg.ports["direct"],
+        "LAB_DEDICATED_PORT": cfg.ports["dedicated"],
+        "LAB_SESSION_PORT": cfg.ports["session"],
+        "LAB_TRANSACTION_PORT": cfg.ports["transaction"],
+    }
+    return "".join(f"{k}={v}\n" for k, v in values.items())
+
+
+def _postgresql_conf(cfg: LabConfig) -> str:
+    settings = {
+        "listen_addresses": "'*'",
+        "port": DB_CONTAINER_PORT,
+        "max_connections": cfg.max_connections,
+        "superuser_reserved_connections": 3,
+        "shared_preload_libraries": "'pg_stat_statements'",
+        "password_encryption": "'scram-sha-256'",
+        "hba_file": "'/etc/lab/pg_hba.conf'",
+        "unix_socket_directories": "'/var/run/postgresql'",
+        "shared_buffers": "'128MB'",
+        "dynamic_shared_memory_type": "posix",
+        "lc_messages": "'C'",  # error texts exactly as documented, whatever the host locale
+        "timezone": "'UTC'",
+        "log_destination": "'stderr'",
+        "logging_collector": "off",
+        "log_line_prefix": "'%m [%p] %q%u@%d/%a '",
+        "track_activity_query_size": 2048,
+        "pg_stat_statements.track": "all",
+    }
+    return "# Rendered by pooler-lab; edit lab.toml or flags, not this file.\n" + "".join(
+        f"{k} = {v}\n" for k, v in settings.items()
+    )
+
+
+def _pg_hba() -> str:
+    return (
+        "# Rendered by pooler-lab. Trust only on the container-local socket;\n"
+        "# every network connection authenticates with SCRAM-SHA-256.\n"
+        "local all all trust\n"
+        "host  all all 0.0.0.0/0 scram-sha-256\n"
+        "host  all all ::/0      scram-sha-256\n"
+    )
+
+
+def _sql_literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _init_sql(cfg: LabConfig, secrets: Secrets) -> str:
+    postgres_secret = _verifier(secrets, "postgres", secrets.postgres_password)
+    pgbouncer_secret = _verifier(secrets, AUTH_USER, secrets.pgbouncer_password)
+    return f"""\
+-- Rendered by pooler-lab; runs over the local socket at every start (idempotent).
+\\set ON_ERROR_STOP on
+SET client_min_messages = warning;
+ALTER ROLE postgres PASSWORD {_sql_literal(postgres_secret)};
+DO $$ BEGIN
+  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{AUTH_USER}') THEN
+    CREATE ROLE {AUTH_USER} LOGIN;
+  END IF;
+END $$;
+ALTER ROLE {AUTH_USER} PASSWORD {_sql_literal(pgbouncer_secret)};
+-- As Supabase sets it up: PgBouncer's auth_user may only call pgbouncer.get_auth(), a
+-- SECURITY DEFINER function that reads login roles' SCRAM secrets from pg_authid.
+CREATE SCHEMA IF NOT EXISTS pgbouncer;
+GRANT USAGE ON SCHEMA pgbouncer TO {AUTH_USER};
+CREATE OR REPLACE FUNCTION pgbouncer.get_auth(p_usename text)
+RETURNS TABLE(username text, password text)
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = ''
+AS $fn$
+  SELECT rolname::text, rolpassword::text
+  FROM pg_catalog.pg_authid
+  WHERE rolname = p_usename
+    AND rolcanlogin
+    AND (rolvaliduntil IS NULL OR rolvaliduntil >= pg_catalog.now());
+$fn$;
+REVOKE ALL ON FUNCTION pgbouncer.get_auth(text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION pgbouncer.get_auth(text) TO {AUTH_USER};
+CREATE EXTENSION IF NOT EXISTS pg_stat_statements;
+"""
+
+
+def _userlist(entries: dict[str, str]) -> str:
+    return "".join(f'"{user}" "{secret}"\n' for user, secret in entries.items())
+
+
+def _pgbouncer_common(cfg: LabConfig, *, port: int, mode: str, pool_size: int,
+                      max_client_conn: int, listen_addr: str = "*",
+                      auth_file: str = "userlist.txt") -> list[str]:
+    return [
+        "[pgbouncer]",
+        f"listen_addr = {listen_addr}",
+        f"listen_port = {port}",
+        "unix_socket_dir =",
+        "auth_type = scram-sha-256",
+        f"auth_file = /etc/lab/{auth_file}",
+        f"admin_users = {ADMIN_USER}",
+        f"stats_users = {ADMIN_USER}",
+        f"pool_mode = {mode}",
+        f"default_pool_size = {pool_size}",
+        "min_pool_size = 0",
+        "reserve_pool_size = 0",
+        f"max_client_conn = {max_client_conn}",
+        f"query_wait_timeout = {cfg.query_wait_timeout}",
+        "ignore_startup_parameters = extra_float_digits",
+        "server_tls_sslmode = disable",
+        "application_name_add_host = 0",
+        # One log line per connection would dominate a connect-per-request burst.
+        "log_connections = 0",
+        "log_disconnections = 0",
+        "log_pooler_errors = 1",
+    ]
+
+
+def _dedicated_ini(cfg: LabConfig) -> str:
+    lines = [
+        "; Rendered by pooler-lab: the dedicated pooler, PgBouncer co-located with Postgres",
+        "; (it shares the db host's network namespace), configured as Supabase does.",
+        "[databases]",
+        f"* = host=127.0.0.1 port={DB_CONTAINER_PORT}",
+        "",
+        *_pgbouncer_common(cfg, port=DEDICATED_CONTAINER_PORT, mode="transaction",
+                           pool_size=cfg.pool_size, max_client_conn=cfg.max_client_conn),
+        f"auth_user = {AUTH_USER}",
+        "auth_query = SELECT * FROM pgbouncer.get_auth($1)",
+        "auth_dbname = postgres",
+        f"max_prepared_statements = {cfg.max_prepared_statements}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _shared_ini(cfg: LabConfig, secrets: Secrets, mode: str) -> str:
+    port = SESSION_CONTAINER_PORT if mode == "session" else TRANSACTION_CONTAINER_PORT
+    if cfg.pool_sharing == "shared":
+        target = f"host=127.0.0.1 port={SHARED_INNER_PORT}"
+    else:
+        target = f"host=db port={DB_CONTAINER_PORT}"
+    lines = [
+        f"; Rendered by pooler-lab: the shared pooler's {mode} mode (PgBouncer standing in for",
+        "; Supavisor). Clients log in as postgres.<tenant>; Postgres sees role postgres.",
+        "[databases]",
+        f"* = {target} user=postgres password={secrets.postgres_password}",
+        "",
+        *_pgbouncer_common(cfg, port=port, mode=mode, pool_size=cfg.pool_size,
+                           max_client_conn=cfg.max_client_conn),
+        # Supavisor supports named prepared statements only behind a flag (off by default).
+        "max_prepared_statements = 0",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _shared_inner_ini(cfg: LabConfig, secrets: Secrets) -> str:
+    lines = [
+        "; Rendered by pooler-lab: pool_sharing = shared. Both modes' server connections pass",
+        "; through this session-mode pool, so together they hold at most pool_size backends.",
+        "[databases]",
+        f"* = host=db port={DB_CONTAINER_PORT} user=postgres password={secrets.postgres_password}",
+        "",
+        *_pgbouncer_common(cfg, port=SHARED_INNER_PORT, mode="session",
+                           pool_size=cfg.pool_size, max_client_conn=4 * cfg.max_client_conn,
+                           listen_addr="127.0.0.1", auth_file="userlist-shared.txt"),
+        "max_prepared_statements = 0",
+    ]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,32 @@
+"""Files shipped beside the package: compose/ (image and topology) and scenarios/.
+
+In a checkout (editable install) they are the repository's top-level folders; a wheel carries
+copies under lab/_data/.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+_PACKAGE = Path(__file__).resolve().parent
+
+
+def _find(name: str) -> Path:
+    for candidate in (_PACKAGE / "_data" / name, _PACKAGE.parent / name):
+        if candidate.is_dir():
+            return candidate
+    raise FileNotFoundError(f"pooler-lab's {name}/ folder is missing from {_PACKAGE.parent}")
+
+
+def compose_dir() -> Path:
+    return _find("compose")
+
+
+def scenarios_dir() -> Path:
+    return _find("scenarios")
+
+
+def repo_root() -> Path | None:
+    """The checkout the package runs from, if any (for the git commit in manifests)."""
+    root = _PACKAGE.parent
+    return root if (root / ".git").exists() else None

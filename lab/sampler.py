@@ -1,0 +1,239 @@
+"""The connection sampler: what Postgres and each PgBouncer hold, sampled while load runs.
+
+Independent of Locust: one thread and one connection per target, by default every 0.5 s.
+
+* Postgres: client backends from ``pg_stat_activity`` grouped by role, application_name, state
+  and origin (``direct`` client, ``shared`` pooler host, ``dedicated`` pooler on the db host
+  itself, ``local`` socket).
+* Each PgBouncer admin console: ``SHOW POOLS`` (clients active/waiting, servers active/idle,
+  maxwait) and ``SHOW STATS`` counters with their deltas, always read by column name.
+
+A target that disappears (a stopped or paused pooler) is recorded as a failed sample and retried
+at the next tick, so the file shows the gap. Records are JSON Lines, format ``connections/1``
+(see docs/formats.md); each line is flushed as it is written, so an interrupted run keeps them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lab import pg
+from lab.config import LabConfig
+from lab.connect import EndpointInfo
+from lab.engine import ContainerInfo
+from lab.render import ADMIN_USER
+from lab.state import Secrets
+
+FORMAT = "connections/1"
+SAMPLER_APP = "pooler-lab-sampler"
+POOL_COLUMNS = ("cl_active", "cl_waiting", "sv_active", "sv_idle", "sv_used", "sv_tested",
+                "sv_login")
+STATS_COLUMNS = ("total_xact_count", "total_query_count", "total_received", "total_sent",
+                 "total_xact_time", "total_query_time", "total_wait_time",
+                 "total_server_assignment_count")
+
+BACKENDS_SQL = """
+SELECT coalesce(usename, '') AS role,
+       coalesce(application_name, '') AS app,
+       coalesce(state, '') AS state,
+       CASE WHEN client_addr IS NULL THEN 'local'
+            WHEN host(client_addr) IN ('127.0.0.1', '::1') THEN 'dedicated'
+            WHEN host(client_addr) = ANY(%(shared)s::text[]) THEN 'shared'
+            ELSE 'direct' END AS origin,
+       count(*) AS n
+FROM pg_stat_activity
+WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()
+GROUP BY 1, 2, 3, 4
+ORDER BY 1, 2, 3, 4
+"""
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str  # "postgres", or the endpoint a PgBouncer serves: dedicated/session/transaction
+    kind: str  # "postgres" or "pgbouncer"
+    host: str
+    port: int
+    user: str
+    limits: dict[str, int] = field(default_factory=dict)
+
+
+def lab_targets(cfg: LabConfig, eps: dict[str, EndpointInfo]) -> list[Target]:
+    direct = eps["direct"]
+    targets = [Target("postgres", "postgres", direct.bench_host, direct.bench_port, "postgres",
+                      {"max_connections": cfg.max_connections})]
+    for name in ("dedicated", "session", "transaction"):
+        ep = eps[name]
+        targets.append(Target(name, "pgbouncer", ep.bench_host, ep.bench_port, ADMIN_USER,
+                              {"pool_size": cfg.pool_size,
+                               "max_client_conn": cfg.max_client_conn}))
+    return targets
+
+
+def shared_addresses(containers: Iterable[ContainerInfo]) -> list[str]:
+    return [c.address for c in containers if c.service == "pooler" and c.address]
+
+
+class _TargetProbe:
+    """One target's connection, reopened whenever it breaks."""
+
+    def __init__(self, target: Target, password: str, shared: list[str], timeout: float):
+        self.target = target
+        self.password = password
+        self.shared = shared
+        self.timeout = timeout
+        self.conn = None
+        self.previous_stats: dict[str, int] | None = None
+
+    def _connect(self):
+        t = self.target
+        if t.kind == "pgbouncer":
+            return pg.admin_connect(t.host, t.port, t.user, self.password, timeout=self.timeout)
+        import psycopg
+
+        return psycopg.connect(host=t.host, port=t.port, user=t.user, password=self.password,
+                               dbname="postgres", application_name=SAMPLER_APP,
+                               connect_timeout=max(2, int(self.timeout)), autocommit=True)
+
+    def sample(self) -> dict[str, Any]:
+        t = self.target
+        started = time.perf_counter()
+        record: dict[str, Any] = {"v": 1, "t": round(time.time(), 3), "target": t.name,
+                                  "kind": t.kind}
+        try:
+            if self.conn is None or self.conn.closed:
+                self.conn = self._connect()
+            record.update(self._read())
+            record["ok"] = True
+        except Exception as exc:  # any failure is a gap in the record, never a crash
+            record["ok"] = False
+            record["error"] = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+            self.close()
+        record["ms"] = round((time.perf_counter() - started) * 1000, 3)
+        if t.limits:
+            record["limits"] = t.limits
+        return record
+
+    def _read(self) -> dict[str, Any]:
+        if self.target.kind == "postgres":
+            groups = pg.rows(self.conn, BACKENDS_SQL, {"shared": self.shared})
+            by_origin: dict[str, int] = {}
+            for g in groups:
+                by_origin[g["origin"]] = by_origin.get(g["origin"], 0) + int(g["n"])
+            return {"total": sum(by_origin.values()), "by_origin": by_origin,
+                    "groups": [{**g, "n": int(g["n"])} for g in groups]}
+        pools = [r for r in pg.rows(self.conn, "SHOW POOLS") if r.get("database") != "pgbouncer"]
+        summary = {col: sum(int(r.get(col) or 0) for r in pools) for col in POOL_COLUMNS}
+        summary["maxwait_s"] = max(
+            (int(r.get("maxwait") or 0) + int(r.get("maxwait_us") or 0) / 1e6 for r in pools),
+            default=0.0)
+        stats_rows = [r for r in pg.rows(self.conn, "SHOW STATS")
+                      if r.get("database") != "pgbouncer"]
+        stats = {col: sum(int(r.get(col) or 0) for r in stats_rows)
+                 for col in STATS_COLUMNS if any(col in r for r in stats_rows)}
+        delta = None
+        if self.previous_stats is not None:
+            delta = {k: v - self.previous_stats.get(k, 0) for k, v in stats.items()}
+        self.previous_stats = stats
+        return {"pools": summary, "stats": stats, "stats_delta": delta}
+
+    def close(self) -> None:
+        if self.conn is not None:
+            with contextlib.suppress(Exception):
+                self.conn.close()
+        self.conn = None
+
+
+class Sampler:
+    """Samples every target on its own thread until ``stop``; see the module docstring."""
+
+    def __init__(self, targets: list[Target], secrets: Secrets, *, shared: list[str] = (),
+                 out: Path | None = None, interval: float = 0.5, timeout: float = 2,
+                 on_record: Callable[[dict[str, Any]], None] | None = None):
+        self.interval = interval
+        self.out = out
+        self.on_record = on_record
+        self._probes = [
+            _TargetProbe(t, secrets.admin_password if t.kind == "pgbouncer"
+                         else secrets.postgres_password, list(shared), timeout)
+            for t in targets
+        ]
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+        self._fh = None
+        self.latest: dict[str, dict[str, Any]] = {}
+
+    def snapshot(self) -> dict[str, dict[str, Any]]:
+        """One sample of every target, now (used by `lab status`)."""
+        try:
+            return {p.target.name: p.sample() for p in self._probes}
+        finally:
+            for p in self._probes:
+                p.close()
+
+    def start(self) -> Sampler:
+        if self.out is not None:
+            self.out.parent.mkdir(parents=True, exist_ok=True)
+            self._fh = open(self.out, "a", buffering=1)
+        for probe in self._probes:
+            thread = threading.Thread(target=self._loop, args=(probe,), daemon=True,
+                                      name=f"sampler-{probe.target.name}")
+            thread.start()
+            self._threads.append(thread)
+        return self
+
+    def _loop(self, probe: _TargetProbe) -> None:
+        next_tick = time.monotonic()
+        while not self._stop.is_set():
+            record = probe.sample()
+            self._emit(record)
+            next_tick += self.interval
+            delay = next_tick - time.monotonic()
+            if delay < 0:  # a slow or dead target: skip missed ticks instead of bursting
+                next_tick = time.monotonic()
+                delay = 0
+            self._stop.wait(delay)
+        probe.close()
+
+    def _emit(self, record: dict[str, Any]) -> None:
+        with self._lock:
+            self.latest[record["target"]] = record
+            if self._fh is not None:
+                self._fh.write(json.dumps(record, separators=(",", ":")) + "\n")
+        if self.on_record is not None:
+            self.on_record(record)
+
+    def stop(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=10)
+        with self._lock:
+            if self._fh is not None:
+                self._fh.close()
+                self._fh = None
+
+    def __enter__(self) -> Sampler:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def read(path: Path) -> list[dict[str, Any]]:
+    """Read a connections file; a torn last line (a killed run) is skipped."""
+    records = []
+    with open(path) as fh:
+        for line in fh:
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return records

@@ -1,0 +1,69 @@
+"""All terminal styling of the CLI: colours, tables, the one-line error, progress lines."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+import click
+
+
+def info(text: str) -> None:
+    click.echo(text)
+
+
+def note(text: str) -> None:
+    """Progress chatter goes to stderr, so stdout stays clean for paths and JSON."""
+    click.echo(click.style(text, dim=True), err=True)
+
+
+def success(text: str) -> None:
+    click.echo(click.style(text, fg="green"))
+
+
+def warn(text: str) -> None:
+    click.echo(click.style(f"warning: {text}", fg="yellow"), err=True)
+
+
+def error(text: str) -> None:
+    click.echo(click.style("error: ", fg="red", bold=True) + text, err=True)
+
+
+def mark(ok: bool) -> str:
+    return click.style("ok  ", fg="green") if ok else click.style("FAIL", fg="red", bold=True)
+
+
+def heading(text: str) -> None:
+    click.echo(click.style(text, bold=True))
+
+
+def table(rows: Sequence[Sequence[object]], headers: Sequence[str]) -> None:
+    cells = [[str(c) for c in headers]] + [["" if c is None else str(c) for c in r]
+                                            for r in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    for n, row in enumerate(cells):
+        line = "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip()
+        click.echo(click.style(line, bold=True) if n == 0 else line)
+
+
+class Progress:
+    """A single status line rewritten in place on a terminal, plain lines elsewhere."""
+
+    def __init__(self) -> None:
+        self.tty = sys.stderr.isatty()
+        self._last = 0
+
+    def update(self, text: str) -> None:
+        if self.tty:
+            pad = max(0, self._last - len(text))
+            sys.stderr.write("\r" + text + " " * pad)
+            sys.stderr.flush()
+            self._last = len(text)
+        else:
+            click.echo(text, err=True)
+
+    def done(self) -> None:
+        if self.tty and self._last:
+            sys.stderr.write("\n")
+            sys.stderr.flush()
+        self._last = 0
