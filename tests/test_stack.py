@@ -1,0 +1,215 @@
+"""The real compose stack: the four endpoints, their pools, limits and errors, as a user sees
+them. One small lab (max_connections 20, pool size 3, max pooler clients 8) serves the module."""
+
+from __future__ import annotations
+
+import json
+import socket
+import stat
+import threading
+
+import psycopg
+import pytest
+
+from tests.conftest import lab_cli
+
+pytestmark = [pytest.mark.stack, pytest.mark.timeout(300)]
+
+MAX_CONNECTIONS, POOL_SIZE, MAX_CLIENTS = 20, 3, 8
+ENDPOINTS = ("direct", "session", "transaction", "dedicated")
+
+
+@pytest.fixture(scope="module")
+def lab(lab_factory):
+    return lab_factory("--max-connections", str(MAX_CONNECTIONS), "--pool-size", str(POOL_SIZE),
+                       "--max-client-conn", str(MAX_CLIENTS), "--query-wait-timeout", "5")
+
+
+@pytest.fixture(scope="module")
+def eps(lab):
+    return lab.connect()
+
+
+def conn(ep, **kwargs):
+    kwargs.setdefault("autocommit", True)
+    return psycopg.connect(ep["uri"], connect_timeout=5, **kwargs)
+
+
+def test_connect_json_has_the_four_endpoints(eps, lab):
+    assert set(eps) == set(ENDPOINTS)
+    for name, ep in eps.items():
+        for key in ("uri", "bench_uri", "host", "port", "user", "pool_mode"):
+            assert key in ep, (name, key)
+        assert lab.password in ep["uri"]
+    assert eps["session"]["user"] == eps["transaction"]["user"] == "postgres.lab"
+    assert eps["direct"]["user"] == eps["dedicated"]["user"] == "postgres"
+    assert (eps["direct"]["port"], eps["dedicated"]["port"]) == (5432, 6543)
+    assert (eps["session"]["port"], eps["transaction"]["port"]) == (5432, 6543)
+    assert eps["direct"]["host"] == eps["dedicated"]["host"] != eps["session"]["host"]
+    masked = json.loads(lab.cli("connect", "--json").stdout)
+    assert all(lab.password not in ep["uri"] for ep in masked.values())
+    assert lab.password not in lab.cli("connect").stdout + lab.cli("connect").stderr
+
+
+@pytest.mark.parametrize("endpoint", ENDPOINTS)
+def test_every_endpoint_takes_the_password_with_scram_and_refuses_a_wrong_one(eps, endpoint):
+    # require_auth makes libpq refuse any method but SCRAM from the server it talks to.
+    with conn(eps[endpoint], require_auth="scram-sha-256") as c:
+        assert c.execute("select current_user").fetchone()[0] == "postgres"
+        # And the pooler's own login to Postgres was SCRAM too.
+        assert c.execute("select system_user").fetchone()[0].startswith("scram-sha-256:")
+    ep = dict(eps[endpoint])
+    user_part = ep["uri"].split("//", 1)[1].split("@", 1)[0]
+    wrong = ep["uri"].replace(user_part, f"{ep['user']}:not-the-password")
+    with pytest.raises(psycopg.OperationalError) as caught:
+        psycopg.connect(wrong, connect_timeout=5)
+    assert "authentication failed" in str(caught.value)
+
+
+def test_session_mode_keeps_one_backend_across_transactions(eps):
+    with conn(eps["session"]) as c:
+        pids = {c.execute("select pg_backend_pid()").fetchone()[0] for _ in range(5)}
+    assert len(pids) == 1
+
+
+def test_transaction_mode_hands_out_different_backends_to_concurrent_clients(eps):
+    clients = [conn(eps["transaction"], autocommit=False) for _ in range(POOL_SIZE)]
+    try:
+        pids = {c.execute("select pg_backend_pid()").fetchone()[0] for c in clients}
+        assert len(pids) == POOL_SIZE  # each open transaction holds its own backend
+    finally:
+        for c in clients:
+            c.close()
+
+
+def test_backends_come_from_where_each_pooler_lives(eps, lab):
+    status = lab.status()
+    pooler_ip = next(c["address"] for c in status["containers"] if c["service"] == "pooler")
+    with conn(eps["dedicated"]) as c:
+        assert c.execute("select host(inet_client_addr())").fetchone()[0] == "127.0.0.1"
+    with conn(eps["transaction"]) as c:
+        assert c.execute("select host(inet_client_addr())").fetchone()[0] == pooler_ip
+    with conn(eps["direct"]) as c:
+        assert c.execute("select host(inet_client_addr())").fetchone()[0] not in (
+            "127.0.0.1", pooler_ip)
+
+
+def test_tier_limits_are_in_force(eps):
+    with conn(eps["direct"]) as c:
+        assert int(c.execute("show max_connections").fetchone()[0]) == MAX_CONNECTIONS
+    # More clients in open transactions than the pool: the pooler holds POOL_SIZE backends and
+    # queues the rest (cl_waiting), visible on Postgres as at most POOL_SIZE backends.
+    clients = [conn(eps["transaction"], autocommit=False) for _ in range(POOL_SIZE)]
+    for c in clients:
+        c.execute("select 1")
+    waiter_error: list[Exception] = []
+
+    def wait_for_a_backend():
+        try:
+            with conn(eps["transaction"]) as extra:
+                extra.execute("select 1")
+        except Exception as exc:  # query_wait_timeout (5 s) ends the wait
+            waiter_error.append(exc)
+
+    waiter = threading.Thread(target=wait_for_a_backend)
+    waiter.start()
+    try:
+        with conn(eps["direct"]) as c:
+            pooled = c.execute(
+                "select count(*) from pg_stat_activity where usename = 'postgres' and "
+                "backend_type = 'client backend' and client_addr = %s::inet",
+                (c.execute("select inet_client_addr()").fetchone()[0],),
+            ).fetchone()[0]
+        assert pooled == 1  # only this direct connection; the pooler's come from elsewhere
+    finally:
+        for c in clients:
+            c.close()
+        waiter.join(timeout=15)
+    assert not waiter_error  # it got a backend once the transactions ended
+
+
+def test_more_clients_than_max_client_conn_get_pgbouncers_error(eps):
+    held = []
+    try:
+        with pytest.raises(psycopg.OperationalError) as caught:
+            for _ in range(MAX_CLIENTS + 1):
+                held.append(conn(eps["transaction"]))
+        assert "no more connections allowed (max_client_conn)" in str(caught.value)
+        assert len(held) == MAX_CLIENTS
+    finally:
+        for c in held:
+            c.close()
+
+
+def test_status_json_counts_clients_and_backends_per_endpoint(lab, eps):
+    with conn(eps["session"]) as c:
+        c.execute("select 1")
+        status = lab.status()
+    assert status["running"] is True
+    session = status["endpoints"]["session"]
+    assert session["clients"] >= 1 and session["backends"] >= 1
+    for name in ENDPOINTS:
+        assert {"clients", "backends"} <= set(status["endpoints"][name])
+    assert status["postgres"]["max_connections"] == MAX_CONNECTIONS
+
+
+def test_a_wrong_tenant_fails_at_login_with_a_clear_message(eps):
+    ep = eps["transaction"]
+    wrong = ep["uri"].replace("postgres.lab:", "postgres.nosuchtenant:")
+    with pytest.raises(psycopg.OperationalError) as caught:
+        psycopg.connect(wrong, connect_timeout=5)
+    assert "Tenant or user not found" in str(caught.value)
+
+
+def test_password_file_is_private_and_never_printed(lab):
+    secrets = lab.home / lab.name / "secrets.json"
+    assert stat.S_IMODE(secrets.stat().st_mode) == 0o600
+    for args in (("status",), ("status", "--json"), ("logs",), ("connect",)):
+        proc = lab.cli(*args)
+        assert lab.password not in proc.stdout + proc.stderr, args
+
+
+def test_up_twice_is_a_no_op(lab):
+    before = {c["name"]: c for c in lab.status()["containers"]}
+    proc = lab.cli("up", "--max-connections", str(MAX_CONNECTIONS), "--pool-size",
+                   str(POOL_SIZE), "--max-client-conn", str(MAX_CLIENTS),
+                   "--query-wait-timeout", "5")
+    assert "no change" in proc.stdout
+    after = {c["name"]: c for c in lab.status()["containers"]}
+    assert before.keys() == after.keys()
+
+
+def test_a_port_already_taken_is_refused_in_one_line(lab):
+    with socket.socket() as blocker:
+        blocker.bind(("127.0.0.1", 0))
+        blocker.listen()
+        port = blocker.getsockname()[1]
+        proc = lab_cli("up", "--name", "blocked", "--layout", "ports", "--direct-port",
+                       str(port), home=lab.home, check=False)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"127.0.0.1:{port}" in lines[0] and "fix:" in lines[0]
+    assert "Traceback" not in proc.stderr
+
+
+def test_an_unreachable_docker_engine_is_a_clear_error(lab, tmp_path):
+    proc = lab_cli("up", "--name", "noengine", home=lab.home, check=False,
+                   env={"DOCKER_HOST": f"unix://{tmp_path}/docker.sock"})
+    assert proc.returncode == 3
+    line = proc.stderr.strip()
+    assert "cannot reach the Docker engine" in line and "fix:" in line and "\n" not in line
+
+
+def test_down_leaves_nothing_behind(lab_factory):
+    from lab import engine
+
+    extra = lab_factory()
+    project = f"pooler-lab-{extra.name}"
+    assert engine.project_resources(project)["containers"]
+    extra.cli("down")
+    left = engine.project_resources(project)
+    assert left["containers"] == [] and left["networks"] == []
+    assert left["volumes"] == [f"{project}_pgdata"]  # data kept unless --volumes
+    extra.cli("down", "--volumes")
+    assert engine.project_resources(project) == {"containers": [], "networks": [],
+                                                  "volumes": []}
