@@ -292,6 +292,111 @@ def doctor(name):
                        fix="run the commands shown after -> fix")
 
 
+# -- load runs -------------------------------------------------------------------------------
+
+
+def _params(values: tuple[str, ...]) -> dict[str, str]:
+    params = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise click.BadParameter(f"{item!r} is not key=value", param_hint="-P")
+        params[key.strip()] = value
+    return params
+
+
+def load_options(f):
+    """Options shared by `lab run` and `lab bench`."""
+    for option in reversed([
+        click.option("--duration", default="30s", show_default=True,
+                     help="Load time per endpoint, e.g. 60s, 2m."),
+        click.option("--users", type=int,
+                     help="Locust users (scenario default when omitted)."),
+        click.option("--spawn-rate", type=float, help="Users started per second (default: all "
+                                                      "at once)."),
+        click.option("--workers", type=int, default=1, show_default=True,
+                     help="Locust processes on this machine (master + N workers when > 1)."),
+        click.option("--seed", type=int, default=1, show_default=True,
+                     help="Seed of the arrival schedule; the same seed for every endpoint."),
+        click.option("--cooldown", default="5s", show_default=True,
+                     help="Pause between endpoints."),
+        click.option("-P", "--param", "params", multiple=True, metavar="KEY=VALUE",
+                     help="Scenario parameter (see lab scenarios)."),
+        click.option("--reports-dir", type=click.Path(path_type=Path, file_okay=False),
+                     default=Path("reports"), show_default=True,
+                     help="Where run directories are written."),
+    ]):
+        f = option(f)
+    return f
+
+
+def _show_live(printer):
+    def show(live):
+        printer.update(live.line())
+    return show
+
+
+@cli.command()
+@click.argument("scenario")
+@click.option("--endpoint", "-e", "endpoints", multiple=True,
+              type=click.Choice([*ENDPOINTS, "all"]),
+              help="Endpoint to load (repeatable; 'all' = the four). Default: transaction.")
+@click.option("--target", metavar="URI",
+              help="Load any Postgres or pooler URI instead of the lab (e.g. a Supabase project).")
+@load_options
+@click.option("--ui", is_flag=True, help="Serve Locust's web UI on 127.0.0.1 (workshops).")
+@click.option("--web-port", type=int, default=8089, show_default=True,
+              help="Port of Locust's web UI with --ui.")
+@name_option
+def run(scenario, endpoints, target, duration, users, spawn_rate, workers, seed, cooldown,
+        params, reports_dir, ui, web_port, name):
+    """Run SCENARIO (a name from `lab scenarios` or a locustfile) against endpoints.
+
+    Writes reports/<run-id>/ (raw samples, connection counts, Locust CSV, manifest) and prints
+    that path as the last line. Ctrl-C keeps everything measured so far.
+    """
+    from lab import run as runmod
+
+    if target and endpoints:
+        raise click.UsageError("use either --endpoint or --target")
+    spec = runmod.RunSpec(
+        scenario=scenario, endpoints=tuple(endpoints) or ("transaction",),
+        duration_s=runmod.parse_duration(duration), users=users, spawn_rate=spawn_rate,
+        workers=workers, params=_params(params), seed=seed,
+        cooldown_s=runmod.parse_duration(cooldown) if cooldown not in ("0", "0s") else 0.0,
+        target=target, ui=ui, web_port=web_port, lab_name=name, reports_dir=reports_dir,
+    )
+    if ui:
+        term.note(f"Locust web UI: http://127.0.0.1:{web_port}/")
+    printer = term.Progress()
+    try:
+        result = runmod.run(spec, progress=_show_live(printer), log=_progress)
+    finally:
+        printer.done()
+    term.info(f"{result.requests} requests, {result.errors} errors")
+    click.echo(str(result.run_dir))
+    if result.interrupted:
+        term.warn("interrupted: kept everything measured so far")
+        sys.exit(130)
+
+
+@cli.command()
+@json_option
+def scenarios(as_json):
+    """The built-in scenarios and their -P parameters."""
+    from lab import scenarios as scenmod
+
+    found = scenmod.available()
+    if as_json:
+        click.echo(json.dumps([s.to_json() for s in found], indent=2))
+        return
+    for s in found:
+        term.heading(f"{s.name}  (default users {s.default_users})")
+        click.echo(f"  {s.description}")
+        for key, param in s.params.items():
+            click.echo(f"  -P {key}={param.default!s:<10} {param.help}")
+
+
 # -- entry point ---------------------------------------------------------------------------
 
 

@@ -62,19 +62,26 @@ class Target:
     host: str
     port: int
     user: str
+    dbname: str = "postgres"
     limits: dict[str, int] = field(default_factory=dict)
 
 
 def lab_targets(cfg: LabConfig, eps: dict[str, EndpointInfo]) -> list[Target]:
     direct = eps["direct"]
     targets = [Target("postgres", "postgres", direct.bench_host, direct.bench_port, "postgres",
-                      {"max_connections": cfg.max_connections})]
+                      limits={"max_connections": cfg.max_connections})]
     for name in ("dedicated", "session", "transaction"):
         ep = eps[name]
         targets.append(Target(name, "pgbouncer", ep.bench_host, ep.bench_port, ADMIN_USER,
-                              {"pool_size": cfg.pool_size,
-                               "max_client_conn": cfg.max_client_conn}))
+                              limits={"pool_size": cfg.pool_size,
+                                      "max_client_conn": cfg.max_client_conn}))
     return targets
+
+
+def lab_passwords(secrets: Secrets, targets: Iterable[Target]) -> dict[str, str]:
+    """Postgres targets log in as postgres; PgBouncer consoles as the admin user."""
+    return {t.name: secrets.admin_password if t.kind == "pgbouncer"
+            else secrets.postgres_password for t in targets}
 
 
 def shared_addresses(containers: Iterable[ContainerInfo]) -> list[str]:
@@ -99,7 +106,7 @@ class _TargetProbe:
         import psycopg
 
         return psycopg.connect(host=t.host, port=t.port, user=t.user, password=self.password,
-                               dbname="postgres", application_name=SAMPLER_APP,
+                               dbname=t.dbname, application_name=SAMPLER_APP,
                                connect_timeout=max(2, int(self.timeout)), autocommit=True)
 
     def sample(self) -> dict[str, Any]:
@@ -154,17 +161,15 @@ class _TargetProbe:
 class Sampler:
     """Samples every target on its own thread until ``stop``; see the module docstring."""
 
-    def __init__(self, targets: list[Target], secrets: Secrets, *, shared: list[str] = (),
+    def __init__(self, targets: list[Target], passwords: dict[str, str], *,
+                 shared: list[str] = (),
                  out: Path | None = None, interval: float = 0.5, timeout: float = 2,
                  on_record: Callable[[dict[str, Any]], None] | None = None):
         self.interval = interval
         self.out = out
         self.on_record = on_record
-        self._probes = [
-            _TargetProbe(t, secrets.admin_password if t.kind == "pgbouncer"
-                         else secrets.postgres_password, list(shared), timeout)
-            for t in targets
-        ]
+        self._probes = [_TargetProbe(t, passwords[t.name], list(shared), timeout)
+                        for t in targets]
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []

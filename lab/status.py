@@ -35,7 +35,8 @@ def status(name: str = "default") -> dict[str, Any]:
         return result
     eps = endpoints(cfg, containers)
     secrets = state.secrets()
-    snap = sampler.Sampler(sampler.lab_targets(cfg, eps), secrets,
+    targets = sampler.lab_targets(cfg, eps)
+    snap = sampler.Sampler(targets, sampler.lab_passwords(secrets, targets),
                            shared=sampler.shared_addresses(containers)).snapshot()
     pgs = snap["postgres"]
     by_origin = pgs.get("by_origin", {}) if pgs.get("ok") else {}

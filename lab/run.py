@@ -1,0 +1,605 @@
+"""Stage 4 of the pipeline: one load run.
+
+Locust runs as a child process (never imported here: gevent must stay out of this process,
+whose psycopg serves the connection sampler). For each endpoint in turn the run starts Locust on
+the chosen scenario, samples connection counts on its own threads, prints a live progress line,
+and writes everything into ``reports/<run-id>/`` (see docs/formats.md). Ctrl-C stops the load,
+keeps what was measured and still leaves a valid run directory; no Locust process outlives
+``run``: each child is started in its own process group, and the whole group is stopped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import os
+import platform
+import secrets as pysecrets
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit, urlunsplit
+
+from lab import __version__, resources, samples, scenarios
+from lab.connect import MASK, EndpointInfo
+from lab.errors import ConfigError, LabError
+
+MANIFEST_FORMAT = "manifest/1"
+ALL_ENDPOINTS = ("direct", "session", "transaction", "dedicated")
+STOP_GRACE_S = 15  # how long Locust gets to stop its users and write its CSV
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """What `lab run` was asked to do; everything here goes into the manifest."""
+
+    scenario: str
+    endpoints: tuple[str, ...] = ("transaction",)
+    duration_s: float = 30.0
+    users: int | None = None
+    spawn_rate: float | None = None
+    workers: int = 1
+    params: dict[str, str] = field(default_factory=dict)
+    seed: int = 1
+    cooldown_s: float = 5.0
+    target: str | None = None  # a Postgres/pooler URI outside the lab
+    ui: bool = False
+    web_port: int = 8089
+    lab_name: str = "default"
+    reports_dir: Path = Path("reports")
+    sample_interval_s: float = 0.5
+    run_id: str | None = None
+
+
+@dataclass
+class Live:
+    """What the progress line shows; updated about once a second."""
+
+    endpoint: str = ""
+    elapsed_s: float = 0.0
+    duration_s: float = 0.0
+    requests: int = 0
+    errors: int = 0
+    rps: float = 0.0
+    p95_ms: float | None = None
+    backends: int | None = None
+    waiting: int | None = None
+
+    def line(self) -> str:
+        p95 = "-" if self.p95_ms is None else f"{self.p95_ms:.2f} ms"
+        backends = "-" if self.backends is None else str(self.backends)
+        waiting = "-" if self.waiting is None else str(self.waiting)
+        return (f"[{self.endpoint} {self.elapsed_s:4.0f}/{self.duration_s:.0f}s] "
+                f"{self.rps:7.1f} req/s  p95 {p95}  errors {self.errors}  "
+                f"backends {backends}  waiting {waiting}")
+
+
+@dataclass(frozen=True)
+class RunResult:
+    run_dir: Path
+    interrupted: bool
+    requests: int
+    errors: int
+
+
+Progress = Callable[[Live], None]
+Log = Callable[[str], None]
+
+
+def parse_duration(text: str) -> float:
+    """'90', '90s', '2m', '1h30m' -> seconds."""
+    text = text.strip().lower()
+    if not text:
+        raise ConfigError("empty duration", fix="use e.g. --duration 60s or 2m")
+    total, number = 0.0, ""
+    units = {"h": 3600, "m": 60, "s": 1}
+    for ch in text:
+        if ch.isdigit() or ch == ".":
+            number += ch
+        elif ch in units and number:
+            total += float(number) * units[ch]
+            number = ""
+        else:
+            raise ConfigError(f"cannot read duration {text!r}", fix="use e.g. 60s, 2m or 1h30m")
+    if number:
+        total += float(number)
+    if total <= 0:
+        raise ConfigError(f"duration {text!r} is not positive", fix="use e.g. --duration 60s")
+    return total
+
+
+def new_run_id(scenario: str, now: dt.datetime | None = None) -> str:
+    now = now or dt.datetime.now(dt.UTC)
+    slug = "".join(c if c.isalnum() or c == "-" else "-" for c in scenario)[:40]
+    return f"{now:%Y%m%dT%H%M%SZ}-{slug}-{pysecrets.token_hex(2)}"
+
+
+def mask_uri(uri: str) -> str:
+    parts = urlsplit(uri)
+    if parts.password is None:
+        return uri
+    netloc = f"{parts.username or ''}:{MASK}@{parts.hostname or ''}"
+    if parts.port:
+        netloc += f":{parts.port}"
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+# -- where the load goes -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Targets:
+    """The endpoints of a run, their passwords (never written anywhere) and the sampler's."""
+
+    endpoints: dict[str, EndpointInfo | None]  # None for a --target URI
+    uris: dict[str, str]  # with passwords: handed to Locust through its environment only
+    masked: dict[str, dict[str, Any]]
+    lab: dict[str, Any] | None
+    sampler_targets: list[Any]
+    sampler_passwords: dict[str, str]
+    shared_addresses: list[str]
+    secret_values: tuple[str, ...]
+    image_tag: str | None = None
+
+
+def resolve_targets(spec: RunSpec) -> Targets:
+    from lab import sampler
+
+    if spec.target:
+        parts = urlsplit(spec.target)
+        if parts.scheme not in ("postgres", "postgresql") or not parts.hostname:
+            raise ConfigError(f"--target {mask_uri(spec.target)!r} is not a postgresql:// URI",
+                              fix='--target "postgresql://user:PASSWORD@host:6543/postgres"')
+        password = unquote(parts.password or "")
+        target = sampler.Target("postgres", "postgres", parts.hostname, parts.port or 5432,
+                                unquote(parts.username or "postgres"),
+                                dbname=(parts.path.lstrip("/") or "postgres"))
+        return Targets(
+            endpoints={"target": None},
+            uris={"target": spec.target},
+            masked={"target": {"uri": mask_uri(spec.target), "pooler": "unknown"}},
+            lab=None,
+            sampler_targets=[target],
+            sampler_passwords={"postgres": password},
+            shared_addresses=[],
+            secret_values=(password,) if password else (),
+        )
+    from lab import connect, image, stack
+
+    cfg, state, containers = stack.require_running(spec.lab_name)
+    eps = connect.endpoints(cfg, containers)
+    lab_secrets = state.secrets()
+    unknown = [e for e in spec.endpoints if e not in eps]
+    if unknown:
+        raise ConfigError(f"unknown endpoint {unknown[0]!r}",
+                          fix=f"use one of {', '.join(eps)} or all")
+    password = lab_secrets.postgres_password
+    targets = sampler.lab_targets(cfg, eps)
+    tag = image.tag()
+    return Targets(
+        endpoints={name: eps[name] for name in eps},
+        uris={name: eps[name].uri(password, bench=True) for name in eps},
+        masked={name: {k: v for k, v in eps[name].to_json().items() if k != "use_when"}
+                for name in eps},
+        lab=cfg.to_dict(),
+        sampler_targets=targets,
+        sampler_passwords=sampler.lab_passwords(lab_secrets, targets),
+        shared_addresses=sampler.shared_addresses(containers),
+        secret_values=lab_secrets.values(),
+        image_tag=tag,
+    )
+
+
+# -- the run ---------------------------------------------------------------------------------
+
+
+def run(spec: RunSpec, progress: Progress | None = None, log: Log = print) -> RunResult:
+    """Run the scenario against each endpoint in turn; return the run directory."""
+    scenario = scenarios.resolve(spec.scenario)
+    params = scenario.coerce(spec.params)
+    endpoints = ("target",) if spec.target else _expand(spec.endpoints)
+    if spec.workers < 1:
+        raise ConfigError(f"--workers {spec.workers} is below 1", fix="use --workers 1 or more")
+    users = spec.users or scenario.default_users
+    if users < 1:
+        raise ConfigError(f"--users {users} is below 1", fix="use --users 1 or more")
+    spawn_rate = spec.spawn_rate or float(users)
+    targets = resolve_targets(spec)
+
+    run_id = spec.run_id or new_run_id(scenario.name)
+    run_dir = spec.reports_dir / run_id
+    (run_dir / "locust").mkdir(parents=True, exist_ok=False)
+    manifest = _manifest(spec, scenario, params, endpoints, users, spawn_rate, targets, run_id)
+    _write_manifest(run_dir, manifest)
+
+    from lab import sampler as samplermod
+
+    live = Live(duration_s=spec.duration_s)
+    watcher = _SampleWatcher(run_dir)
+    sampler = samplermod.Sampler(
+        targets.sampler_targets, targets.sampler_passwords, shared=targets.shared_addresses,
+        out=run_dir / "connections.jsonl", interval=spec.sample_interval_s,
+    )
+    interrupted = False
+    started = time.perf_counter()
+    manifest["started_at"] = _iso(time.time())
+    try:
+        sampler.start()
+        for index, endpoint in enumerate(endpoints):
+            if index and spec.cooldown_s > 0:
+                log(f"cooldown {spec.cooldown_s:.0f} s")
+                time.sleep(spec.cooldown_s)
+            segment = {"endpoint": endpoint, "started_at": _iso(time.time())}
+            manifest["segments"].append(segment)
+            _write_manifest(run_dir, manifest)
+            log(f"{scenario.name} -> {endpoint}: {users} users, {spec.duration_s:.0f} s"
+                + (f", {spec.workers} workers" if spec.workers > 1 else ""))
+            exit_code, seg_interrupted = _run_segment(
+                spec, scenario, params, endpoint, users, spawn_rate, targets, run_dir, sampler,
+                watcher, live, progress)
+            segment.update(ended_at=_iso(time.time()), locust_exit=exit_code,
+                           interrupted=seg_interrupted,
+                           spikes=_spikes(run_dir, endpoint))
+            _write_manifest(run_dir, manifest)
+            if seg_interrupted:
+                interrupted = True
+                break
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        sampler.stop()
+        _finish(run_dir, manifest, started, interrupted, targets, log)
+    requests, errors = watcher.totals(final=True)
+    return RunResult(run_dir=run_dir, interrupted=interrupted, requests=requests, errors=errors)
+
+
+def _expand(endpoints: tuple[str, ...]) -> tuple[str, ...]:
+    result: list[str] = []
+    for name in endpoints or ("transaction",):
+        for item in (ALL_ENDPOINTS if name == "all" else (name,)):
+            if item not in ALL_ENDPOINTS:
+                raise ConfigError(f"unknown endpoint {item!r}",
+                                  fix=f"use one of {', '.join(ALL_ENDPOINTS)} or all")
+            if item not in result:
+                result.append(item)
+    return tuple(result)
+
+
+def _run_segment(spec, scenario, params, endpoint, users, spawn_rate, targets: Targets,
+                 run_dir: Path, sampler, watcher, live: Live,
+                 progress: Progress | None) -> tuple[int | None, bool]:
+    argv = locust_argv(spec, scenario.path, endpoint, users, spawn_rate, run_dir)
+    env = dict(os.environ)
+    env.update(
+        LAB_RUN_DIR=str(run_dir.resolve()),
+        LAB_ENDPOINT=endpoint,
+        LAB_SCENARIO=scenario.name,
+        LAB_TARGET_URI=targets.uris[endpoint],
+        LAB_TARGET_URIS=json.dumps(targets.uris),
+        LAB_PARAMS=json.dumps({k: v for k, v in params.items()}),
+        LAB_SEED=str(spec.seed),
+        LAB_WORKERS=str(spec.workers),
+        PYTHONUNBUFFERED="1",
+    )
+    log_path = run_dir / "locust" / f"{endpoint}.log"
+    with open(log_path, "w") as log_file:
+        child = subprocess.Popen(argv, env=env, stdout=log_file, stderr=subprocess.STDOUT,
+                                 stdin=subprocess.DEVNULL, start_new_session=True,
+                                 cwd=str(run_dir.resolve()))
+    live.endpoint = endpoint
+    began = time.perf_counter()
+    interrupted = False
+    try:
+        while child.poll() is None:
+            time.sleep(1.0)
+            live.elapsed_s = time.perf_counter() - began
+            watcher.update(endpoint, live)
+            _merge_sampler(live, sampler, endpoint)
+            if progress:
+                progress(live)
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        exit_code = stop_process_group(child)
+    watcher.update(endpoint, live)
+    if progress:
+        progress(live)
+    return exit_code, interrupted
+
+
+def locust_argv(spec: RunSpec, scenario_path: Path, endpoint: str, users: int,
+                spawn_rate: float, run_dir: Path) -> list[str]:
+    argv = [sys.executable, "-m", "locust", "-f", str(scenario_path),
+            "--users", str(users), "--spawn-rate", f"{spawn_rate:g}",
+            "--run-time", f"{max(1, round(spec.duration_s))}s",
+            "--csv", str((run_dir / "locust" / endpoint).resolve()),
+            "--stop-timeout", "10", "--loglevel", "WARNING",
+            # Locust's --host is only shown in its UI; the real URI travels in LAB_TARGET_URI.
+            "--host", mask_uri(spec.target) if spec.target else f"lab:{endpoint}"]
+    if spec.ui:
+        argv += ["--web-host", "127.0.0.1", "--web-port", str(spec.web_port), "--autostart",
+                 "--autoquit", "10"]
+    else:
+        argv += ["--headless", "--only-summary"]
+    if spec.workers > 1:
+        argv += ["--processes", str(spec.workers)]
+    return argv
+
+
+def stop_process_group(child: subprocess.Popen) -> int | None:
+    """Stop a Locust child and every process it forked; return its exit code."""
+    if child.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(child.pid, signal.SIGTERM)  # Locust stops its users and writes its CSV
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            child.wait(timeout=STOP_GRACE_S)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(child.pid, signal.SIGKILL)  # workers of --processes, whatever is left
+    try:
+        return child.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        return None
+
+
+def _merge_sampler(live: Live, sampler, endpoint: str) -> None:
+    latest = dict(sampler.latest)
+    pg = latest.get("postgres")
+    live.backends = pg.get("total") if pg and pg.get("ok") else None
+    bouncer = latest.get(endpoint)
+    if bouncer and bouncer.get("ok"):
+        live.waiting = bouncer["pools"]["cl_waiting"]
+    else:
+        live.waiting = None
+
+
+class _SampleWatcher:
+    """Reads new sample chunks as Locust writes them, for the progress line."""
+
+    WINDOW_S = 5.0
+
+    def __init__(self, run_dir: Path):
+        self.run_dir = run_dir
+        self.seen: set[str] = set()
+        self.recent: list[tuple[float, float, bool]] = []  # (start, total_ms, ok)
+        self.requests = 0
+        self.errors = 0
+
+    def _read_new(self) -> None:
+        for path in sorted((self.run_dir / "requests").glob("part-*.parquet")):
+            if path.name in self.seen:
+                continue
+            try:
+                table = samples.read_chunk(path, columns=["start", "total_ms", "ok"])
+            except Exception:  # a file mid-rename is retried at the next tick
+                continue
+            self.seen.add(path.name)
+            starts = table.column("start").to_pylist()
+            totals = table.column("total_ms").to_pylist()
+            oks = table.column("ok").to_pylist()
+            self.requests += len(oks)
+            self.errors += sum(1 for ok in oks if not ok)
+            self.recent.extend(zip(starts, totals, oks, strict=True))
+
+    def update(self, endpoint: str, live: Live) -> None:
+        self._read_new()
+        now = time.time()
+        self.recent = [r for r in self.recent if r[0] >= now - self.WINDOW_S - 2]
+        window = [r for r in self.recent if r[0] >= now - self.WINDOW_S - 1]
+        live.requests, live.errors = self.requests, self.errors
+        live.rps = len(window) / self.WINDOW_S
+        latencies = sorted(r[1] for r in window if r[2])
+        live.p95_ms = latencies[int(0.95 * (len(latencies) - 1))] if latencies else None
+
+    def totals(self, final: bool = False) -> tuple[int, int]:
+        if final:
+            try:
+                table = samples.read_requests(self.run_dir)
+                oks = table.column("ok").to_pylist()
+                return len(oks), sum(1 for ok in oks if not ok)
+            except LabError:
+                return 0, 0
+        return self.requests, self.errors
+
+
+def _spikes(run_dir: Path, endpoint: str) -> list[list[float]]:
+    """Spike windows the Locust processes recorded for this endpoint (the first process's)."""
+    for path in sorted((run_dir / "schedule").glob(f"{endpoint}-*.json")):
+        try:
+            return json.loads(path.read_text()).get("spikes", [])
+        except (OSError, json.JSONDecodeError):
+            continue
+    return []
+
+
+# -- the manifest ------------------------------------------------------------------------------
+
+
+def _iso(ts: float) -> str:
+    return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat(timespec="milliseconds")
+
+
+def _write_manifest(run_dir: Path, manifest: dict[str, Any]) -> None:
+    tmp = run_dir / ".manifest.json.tmp"
+    tmp.write_text(json.dumps(manifest, indent=2, default=str) + "\n")
+    os.replace(tmp, run_dir / "manifest.json")
+
+
+def _manifest(spec: RunSpec, scenario, params, endpoints, users, spawn_rate,
+              targets: Targets, run_id: str) -> dict[str, Any]:
+    return {
+        "format": MANIFEST_FORMAT,
+        "run_id": run_id,
+        "started_at": None,
+        "ended_at": None,
+        "duration_s": None,
+        "interrupted": True,  # until the run finishes normally
+        "command": reproduce_argv(spec, scenario, params, endpoints, users, spawn_rate),
+        "reproduce": None,
+        "lab_version": __version__,
+        "git": _git_info(),
+        "scenario": {"name": scenario.name, "file": _relative(scenario.path),
+                     "params": params, "seed": spec.seed},
+        "load": {"users": users, "spawn_rate": spawn_rate, "workers": spec.workers,
+                 "duration_s": spec.duration_s, "cooldown_s": spec.cooldown_s,
+                 "ui": spec.ui},
+        "lab": targets.lab,
+        "endpoints": {name: targets.masked[name] for name in endpoints},
+        "segments": [],
+        "components": _components(spec, targets),
+        "host": _host(),
+        "files": {"requests": "requests.parquet", "connections": "connections.jsonl",
+                  "locust": "locust/"},
+    }
+
+
+def reproduce_argv(spec: RunSpec, scenario, params, endpoints, users, spawn_rate) -> list[str]:
+    argv = ["lab", "run", scenario.name if scenario.builtin else _relative(scenario.path)]
+    if spec.target:
+        argv += ["--target", mask_uri(spec.target)]
+    else:
+        for endpoint in endpoints:
+            argv += ["--endpoint", endpoint]
+        if spec.lab_name != "default":
+            argv += ["--name", spec.lab_name]
+    argv += ["--duration", f"{spec.duration_s:g}s", "--users", str(users),
+             "--spawn-rate", f"{spawn_rate:g}", "--seed", str(spec.seed),
+             "--cooldown", f"{spec.cooldown_s:g}s"]
+    if spec.workers > 1:
+        argv += ["--workers", str(spec.workers)]
+    for key, value in params.items():
+        argv += ["-P", f"{key}={value}"]
+    return argv
+
+
+def _relative(path: Path) -> str:
+    root = resources.repo_root()
+    try:
+        return str(path.resolve().relative_to(root)) if root else str(path)
+    except ValueError:
+        return str(path)
+
+
+def _git_info() -> dict[str, Any]:
+    root = resources.repo_root()
+    if root is None:
+        return {"commit": None, "dirty": None}
+    try:
+        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"],
+                                capture_output=True, text=True, timeout=10).stdout.strip()
+        dirty = bool(subprocess.run(["git", "-C", str(root), "status", "--porcelain",
+                                     "--untracked-files=no"], capture_output=True, text=True,
+                                    timeout=10).stdout.strip())
+    except (OSError, subprocess.TimeoutExpired):
+        return {"commit": None, "dirty": None}
+    return {"commit": commit or None, "dirty": dirty}
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _components(spec: RunSpec, targets: Targets) -> dict[str, Any]:
+    info: dict[str, Any] = {
+        "python": platform.python_version(),
+        "psycopg": _version("psycopg"),
+        "psycopg_pool": _version("psycopg-pool"),
+        "locust": _version("locust"),
+        "postgres": None,
+        "pgbouncer": None,
+        "image": None,
+    }
+    from lab import pg
+
+    pg_target = next(t for t in targets.sampler_targets if t.kind == "postgres")
+    try:
+        import psycopg
+
+        with psycopg.connect(host=pg_target.host, port=pg_target.port, user=pg_target.user,
+                             password=targets.sampler_passwords[pg_target.name],
+                             dbname=pg_target.dbname, connect_timeout=5,
+                             application_name="pooler-lab-manifest") as conn:
+            info["postgres"] = conn.execute("select version()").fetchone()[0]
+    except Exception as exc:
+        info["postgres"] = f"unknown ({type(exc).__name__})"
+    bouncer = next((t for t in targets.sampler_targets if t.kind == "pgbouncer"), None)
+    if bouncer is not None:
+        try:
+            with pg.admin_connect(bouncer.host, bouncer.port, bouncer.user,
+                                  targets.sampler_passwords[bouncer.name]) as conn:
+                rows = pg.rows(conn, "SHOW VERSION")
+                info["pgbouncer"] = str(next(iter(rows[0].values()))) if rows else None
+        except Exception as exc:
+            info["pgbouncer"] = f"unknown ({type(exc).__name__})"
+    if targets.image_tag:
+        from lab import image
+
+        with contextlib.suppress(Exception):
+            info["image"] = image.info(targets.image_tag)
+    info["platform"] = platform.platform()
+    return info
+
+
+def _host() -> dict[str, Any]:
+    memory = None
+    with contextlib.suppress(ValueError, OSError, AttributeError):
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return {"cores": os.cpu_count(), "memory_bytes": memory, "platform": sys.platform,
+            "kernel": platform.release(), "machine": platform.machine()}
+
+
+def _finish(run_dir: Path, manifest: dict[str, Any], started: float, interrupted: bool,
+            targets: Targets, log: Log) -> None:
+    """Whatever happened, leave a readable run directory: compacted samples, final manifest."""
+    try:
+        samples.compact(run_dir)
+    except LabError as exc:
+        log(f"samples kept as chunks: {exc.message}")
+    for path in (run_dir / "locust").glob("*.log"):
+        with contextlib.suppress(OSError):
+            text = path.read_text(errors="replace")
+            clean = _redact(text, targets.secret_values)
+            if clean != text:
+                path.write_text(clean)
+    manifest["ended_at"] = _iso(time.time())
+    manifest["duration_s"] = round(time.perf_counter() - started, 3)
+    manifest["interrupted"] = interrupted
+    manifest["reproduce"] = _reproduce_text(manifest)
+    _write_manifest(run_dir, manifest)
+
+
+def _redact(text: str, values: tuple[str, ...]) -> str:
+    from urllib.parse import quote
+
+    for value in values:
+        if value:
+            text = text.replace(value, MASK).replace(quote(value, safe=""), MASK)
+    return text
+
+
+def _reproduce_text(manifest: dict[str, Any]) -> str:
+    lines = []
+    lab = manifest.get("lab")
+    if lab:
+        up = ["lab", "up", "--tier", lab["tier"], "--max-connections",
+              str(lab["max_connections"]), "--pool-size", str(lab["pool_size"]),
+              "--max-client-conn", str(lab["max_client_conn"]), "--pool-sharing",
+              lab["pool_sharing"], "--max-prepared-statements",
+              str(lab["max_prepared_statements"]), "--query-wait-timeout",
+              str(lab["query_wait_timeout"])]
+        if lab["name"] != "default":
+            up += ["--name", lab["name"]]
+        lines.append(shlex.join(up))
+    lines.append(shlex.join(manifest["command"]))
+    return "\n".join(lines)
+
