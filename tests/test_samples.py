@@ -1,0 +1,167 @@
+"""requests/1 chunks, reading and compaction (real Parquet files in a temporary run dir)."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from lab import samples
+from lab.errors import ReportError
+
+
+def row(i: int, ok: bool = True, worker: int = 0) -> tuple:
+    start = 1_800_000_000.0 + i * 0.001
+    return ("serverless-burst", "direct", "serverless", "invocation", worker, i % 7,
+            start - 0.0005, start, 1.5, 0.000185 if ok else math.nan, 2.0, 2.5, ok,
+            None if ok else "too_many_clients", None if ok else "53300",
+            None if ok else "sorry, too many clients already")
+
+
+def test_chunks_are_whole_files_with_the_format_tag(tmp_path):
+    w = samples.ChunkWriter(tmp_path, worker=3, interval=3600)
+    for i in range(10):
+        w.add(row(i))
+    assert w.flush() == tmp_path / "requests" / "part-3-000000.parquet"
+    assert w.flush() is None  # nothing buffered: no empty chunk
+    w.add(row(10, ok=False))
+    w.close()
+    files = samples.chunk_paths(tmp_path)
+    assert [f.name for f in files] == ["part-3-000000.parquet", "part-3-000001.parquet"]
+    assert not [p for p in (tmp_path / "requests").iterdir() if p.name.startswith(".")]
+    meta = pq.read_schema(files[0]).metadata
+    assert meta[b"pooler-lab.format"] == b"requests/1"
+    table = samples.read_requests(tmp_path)
+    assert table.num_rows == 11 and table.column_names == list(samples.COLUMNS)
+    assert table.schema.field("scenario").type == pa.dictionary(pa.int32(), pa.string())
+    assert table.schema.field("worker").type == pa.int16()
+    rows = table.to_pylist()
+    assert rows[0]["query_ms"] == pytest.approx(0.000185)  # sub-millisecond kept, not rounded
+    failed = rows[-1]
+    assert failed["ok"] is False and math.isnan(failed["query_ms"])
+    assert (failed["error_class"], failed["sqlstate"]) == ("too_many_clients", "53300")
+    assert rows[0]["error_class"] is None
+
+
+def test_add_flushes_after_the_interval(tmp_path):
+    w = samples.ChunkWriter(tmp_path, worker=0, interval=0.05)
+    w.add(row(0))
+    assert samples.chunk_paths(tmp_path) == []
+    time.sleep(0.06)
+    w.add(row(1))
+    assert len(samples.chunk_paths(tmp_path)) == 1
+
+
+def test_take_then_write_lets_rows_keep_coming(tmp_path):
+    w = samples.ChunkWriter(tmp_path, worker=0, interval=3600)
+    w.add(row(0))
+    rows, path = w.take()
+    w.add(row(1))  # arrives while the first chunk is being written elsewhere
+    w.write(rows, path)
+    w.close()
+    assert samples.read_requests(tmp_path).num_rows == 2
+    assert w.written == 2 and w.files == 2
+
+
+def test_writers_never_overwrite_each_other(tmp_path):
+    a = samples.ChunkWriter(tmp_path, worker=0)
+    b = samples.ChunkWriter(tmp_path, worker=0)  # e.g. a restarted process, same index
+    a.add(row(0))
+    a.flush()
+    b.add(row(1))
+    b.flush()
+    assert samples.read_requests(tmp_path).num_rows == 2
+
+
+def test_reader_skips_temporary_files_and_reads_columns(tmp_path):
+    w = samples.ChunkWriter(tmp_path, worker=1)
+    w.add(row(0))
+    w.close()
+    (tmp_path / "requests" / ".part-1-000001.parquet.123.tmp").write_bytes(b"PAR1 torn")
+    table = samples.read_requests(tmp_path, columns=["start", "ok"])
+    assert table.column_names == ["start", "ok"] and table.num_rows == 1
+
+
+def test_compact_merges_sorts_and_removes_chunks(tmp_path):
+    writers = [samples.ChunkWriter(tmp_path, worker=k) for k in range(2)]
+    for i in range(1000):
+        writers[i % 2].add(row(999 - i, ok=i % 10 != 0, worker=i % 2))
+        if i % 300 == 0:
+            writers[i % 2].flush()
+    for w in writers:
+        w.close()
+    before = samples.read_requests(tmp_path)
+    merged = samples.compact(tmp_path)
+    assert merged == tmp_path / "requests.parquet"
+    assert not (tmp_path / "requests").exists()
+    after = samples.read_requests(tmp_path)
+    assert after.num_rows == before.num_rows == 1000
+    starts = after.column("start").to_pylist()
+    assert starts == sorted(starts)
+    assert after.column("ok").to_pylist().count(False) == 100
+    assert set(after.column("worker").to_pylist()) == {0, 1}
+    # safe to repeat, and a leftover chunk dir (crash after the rename) is just removed
+    (tmp_path / "requests").mkdir()
+    samples.compact(tmp_path)
+    assert samples.read_requests(tmp_path).num_rows == 1000
+    assert not (tmp_path / "requests").exists()
+
+
+def test_compact_without_samples_writes_an_empty_file(tmp_path):
+    (tmp_path / "requests").mkdir()
+    samples.compact(tmp_path)
+    table = samples.read_requests(tmp_path)
+    assert table.num_rows == 0 and table.column_names == list(samples.COLUMNS)
+
+
+def test_refuses_unknown_major_format_and_foreign_files(tmp_path):
+    table = samples.to_table([row(0)]).replace_schema_metadata(
+        {b"pooler-lab.format": b"requests/2"})
+    pq.write_table(table, tmp_path / "requests.parquet")
+    with pytest.raises(ReportError, match="requests/2") as info:
+        samples.read_requests(tmp_path)
+    assert "upgrade" in info.value.fix
+    pq.write_table(pa.table({"x": [1]}), tmp_path / "requests.parquet")
+    with pytest.raises(ReportError, match="not a pooler-lab requests file"):
+        samples.read_requests(tmp_path)
+    (tmp_path / "requests.parquet").write_bytes(b"not parquet")
+    with pytest.raises(ReportError, match="unreadable"):
+        samples.read_requests(tmp_path)
+
+
+def test_minor_versions_are_read(tmp_path):
+    table = samples.to_table([row(0)]).replace_schema_metadata(
+        {b"pooler-lab.format": b"requests/1.1"})
+    pq.write_table(table, tmp_path / "requests.parquet")
+    assert samples.read_requests(tmp_path).num_rows == 1
+
+
+def test_missing_run_dir_is_a_report_error(tmp_path):
+    with pytest.raises(ReportError, match="no request samples"):
+        samples.read_requests(tmp_path / "nope")
+
+
+def test_a_million_rows_stay_small_and_fast(tmp_path):
+    n = 1_000_000
+    w = samples.ChunkWriter(tmp_path, worker=0, interval=3600)
+    base = [row(i, ok=i % 50 != 0) for i in range(1000)]
+    started = time.perf_counter()
+    for k in range(n // 1000):
+        # 1000 distinct rows repeated with shifted starts: realistic repetition of strings
+        w.rows.extend(r[:6] + (r[6] + k, r[7] + k) + r[8:] for r in base)
+        if k % 50 == 49:
+            w.flush()
+    w.close()
+    samples.compact(tmp_path)
+    elapsed = time.perf_counter() - started
+    size = (tmp_path / "requests.parquet").stat().st_size
+    started = time.perf_counter()
+    table = samples.read_requests(tmp_path)
+    read_s = time.perf_counter() - started
+    assert table.num_rows == n
+    assert size < 30 * 1024 * 1024, size
+    assert read_s < 3.0, read_s
+    assert elapsed < 30.0, elapsed
