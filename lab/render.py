@@ -31,6 +31,7 @@ TRANSACTION_CONTAINER_PORT = 6543
 # With pool_sharing = "shared", both modes go through one inner session-mode PgBouncer whose
 # pool is the shared pool_size: combined backends <= pool_size, as Supabase's docs describe.
 SHARED_INNER_PORT = 6432
+TENANT_DB = "lab_tenants"  # where the shared pooler's auth_query "finds" unknown tenants
 SCRAM_ITERATIONS = 4096
 
 
@@ -80,7 +81,10 @@ def render(cfg: LabConfig, secrets: Secrets, image: str, config_dir: str) -> dic
             # PgBouncer reuses the client's proof ("SCRAM pass-through") to log in upstream.
             shared_pooler_user(cfg): _verifier(secrets, "postgres", secrets.postgres_password),
             ADMIN_USER: _verifier(secrets, ADMIN_USER, secrets.admin_password),
+            # Only for the tenant lookup's upstream login; refused as a client by the hba file.
+            AUTH_USER: secrets.pgbouncer_password,
         }),
+        "pooler/pgbouncer_hba.conf": _shared_hba(),
     }
     if cfg.pool_sharing == "shared":
         files["pooler/pgbouncer-shared.ini"] = _shared_inner_ini(cfg, secrets)
@@ -188,6 +192,23 @@ $fn$;
 REVOKE ALL ON FUNCTION pgbouncer.get_auth(text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION pgbouncer.get_auth(text) TO {AUTH_USER};
 CREATE EXTENSION IF NOT EXISTS pg_stat_statements;
+-- Supavisor answers an unknown tenant with "Tenant or user not found". The shared pooler looks
+-- unknown users up (auth_query) in this database, whose login event trigger refuses every
+-- login with that text; PgBouncer passes it on to the client. Other databases carry no
+-- login trigger, so ordinary connections pay nothing for it.
+SELECT 'CREATE DATABASE {TENANT_DB}'
+WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = '{TENANT_DB}')\\gexec
+\\connect "dbname={TENANT_DB} options='-c event_triggers=off'"
+SET client_min_messages = warning;
+CREATE OR REPLACE FUNCTION public.tenant_or_user_not_found() RETURNS event_trigger
+LANGUAGE plpgsql AS $fn$
+BEGIN
+  RAISE EXCEPTION 'Tenant or user not found' USING ERRCODE = 'invalid_authorization_specification';
+END
+$fn$;
+DROP EVENT TRIGGER IF EXISTS tenant_or_user_not_found;
+CREATE EVENT TRIGGER tenant_or_user_not_found ON login
+  EXECUTE FUNCTION public.tenant_or_user_not_found();
 """
 
 
@@ -197,13 +218,14 @@ def _userlist(entries: dict[str, str]) -> str:
 
 def _pgbouncer_common(cfg: LabConfig, *, port: int, mode: str, pool_size: int,
                       max_client_conn: int, listen_addr: str = "*",
-                      auth_file: str = "userlist.txt") -> list[str]:
+                      auth_file: str = "userlist.txt",
+                      auth_type: str = "scram-sha-256") -> list[str]:
     return [
         "[pgbouncer]",
         f"listen_addr = {listen_addr}",
         f"listen_port = {port}",
         "unix_socket_dir =",
-        "auth_type = scram-sha-256",
+        f"auth_type = {auth_type}",
         f"auth_file = /etc/lab/{auth_file}",
         f"admin_users = {ADMIN_USER}",
         f"stats_users = {ADMIN_USER}",
@@ -240,6 +262,16 @@ def _dedicated_ini(cfg: LabConfig) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _shared_hba() -> str:
+    return (
+        "# Rendered by pooler-lab: SCRAM for every client; the lookup user may not log in.\n"
+        f"host all {AUTH_USER} 0.0.0.0/0 reject\n"
+        f"host all {AUTH_USER} ::/0 reject\n"
+        "host all all 0.0.0.0/0 scram-sha-256\n"
+        "host all all ::/0 scram-sha-256\n"
+    )
+
+
 def _shared_ini(cfg: LabConfig, secrets: Secrets, mode: str) -> str:
     port = SESSION_CONTAINER_PORT if mode == "session" else TRANSACTION_CONTAINER_PORT
     if cfg.pool_sharing == "shared":
@@ -251,9 +283,16 @@ def _shared_ini(cfg: LabConfig, secrets: Secrets, mode: str) -> str:
         "; Supavisor). Clients log in as postgres.<tenant>; Postgres sees role postgres.",
         "[databases]",
         f"* = {target} user=postgres password={secrets.postgres_password}",
+        f"{TENANT_DB} = host=db port={DB_CONTAINER_PORT} dbname={TENANT_DB}",
         "",
         *_pgbouncer_common(cfg, port=port, mode=mode, pool_size=cfg.pool_size,
-                           max_client_conn=cfg.max_client_conn),
+                           max_client_conn=cfg.max_client_conn, auth_type="hba"),
+        "auth_hba_file = /etc/lab/pgbouncer_hba.conf",
+        # Users missing from the auth file (a wrong tenant) are looked up in TENANT_DB, whose
+        # login trigger answers "Tenant or user not found", as Supavisor does.
+        f"auth_user = {AUTH_USER}",
+        "auth_query = SELECT NULL::text, NULL::text",
+        f"auth_dbname = {TENANT_DB}",
         # Supavisor supports named prepared statements only behind a flag (off by default).
         "max_prepared_statements = 0",
     ]

@@ -48,7 +48,10 @@ def test_tier_limits_reach_postgres_and_every_pooler():
         assert section["pool_mode"] == mode and section["listen_port"] == port
         assert section["default_pool_size"] == "7"
         assert section["max_client_conn"] == "400"
-        assert section["auth_type"] == "scram-sha-256"
+        assert section["auth_type"] in ("scram-sha-256", "hba")
+    hba = files["pooler/pgbouncer_hba.conf"]
+    assert [line.split()[-1] for line in hba.splitlines() if line.startswith("host")] == [
+        "reject", "reject", "scram-sha-256", "scram-sha-256"]
 
 
 def test_dedicated_pooler_is_configured_as_supabase_does():

@@ -213,3 +213,12 @@ def test_down_leaves_nothing_behind(lab_factory):
     extra.cli("down", "--volumes")
     assert engine.project_resources(project) == {"containers": [], "networks": [],
                                                   "volumes": []}
+
+
+def test_the_pooler_infrastructure_role_cannot_log_in_through_the_shared_pooler(eps, lab):
+    infra = json.loads((lab.home / lab.name / "secrets.json").read_text())["pgbouncer_password"]
+    ep = eps["transaction"]
+    uri = f"postgresql://pgbouncer:{infra}@{ep['host']}:{ep['port']}/postgres"
+    with pytest.raises(psycopg.OperationalError) as caught:
+        psycopg.connect(uri, connect_timeout=5)
+    assert "login rejected" in str(caught.value)
