@@ -119,6 +119,8 @@ def arrivals(schedule: Schedule, seed: int | str, *, until: float | None = None,
     rate change, which is exact because it is memoryless. Even: ``1/rate`` apart, the first at
     ``phase/rate`` after each piece starts (``phase`` in [0, 1)).
     """
+    if schedule.base_rate <= 0 and (not schedule.spiky or schedule.spike_rate <= 0):
+        return  # nothing ever arrives (and an endless walk over empty pieces would hang)
     rng = random.Random(f"pooler-lab:{seed}")
     for start, end, rate in schedule.segments(until):
         if rate <= 0:

@@ -81,7 +81,7 @@ from locust.runners import MasterRunner  # noqa: E402
 
 from lab import samples, scenarios  # noqa: E402
 from lab import schedule as schedmod  # noqa: E402
-from lab.classify import classify, first_line  # noqa: E402
+from lab.classify import classify  # noqa: E402
 
 __all__ = ["AppServerUser", "InvocationUser", "LabUser", "Request", "SessionUser", "StopUser",
            "constant", "params", "task"]
@@ -154,13 +154,13 @@ class _Process:
         """(endpoint name, URI) for a user class that asks for ``endpoint`` (None: the run's)."""
         if endpoint and endpoint in self.target_uris:
             return endpoint, self.target_uris[endpoint]
-        uri = self.target_uri or (host if host and host.startswith(("postgres://",
-                                                                    "postgresql://")) else None)
+        uri = self.target_uri
+        if not uri and host and host.startswith(("postgres://", "postgresql://")):
+            uri = host  # plain `locust -f scenario.py --host postgresql://...`
+            self.secrets = (*self.secrets, *_passwords([host]))
         if not uri:
             raise RuntimeError("no database to load: set LAB_TARGET_URI or pass "
                                "--host postgresql://user:password@host:port/db")
-        if host and uri == host:
-            self.secrets = _passwords([uri, *self.target_uris.values(), self.target_uri])
         return self.endpoint, uri
 
     # -- samples
@@ -702,6 +702,7 @@ class AppServerUser(LabUser):
                 gevent.sleep(delay)
             self.inflight.wait_available()
             self.inflight.spawn(self.request, self.handle, intended=due)
+        gevent.sleep(0.5)  # a zero rate: nothing arrives; idle until Locust stops the user
 
     def on_stop(self) -> None:
         inflight = getattr(self, "inflight", None)
@@ -710,7 +711,3 @@ class AppServerUser(LabUser):
             inflight.kill(block=True, timeout=2)
         super().on_stop()
 
-
-def first_error_line(exc: BaseException) -> str:
-    """A failure as one clean line (for logs of user code)."""
-    return first_line(str(exc) or type(exc).__name__, secrets=PROCESS.secrets)

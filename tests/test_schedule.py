@@ -102,3 +102,11 @@ def test_from_params_and_validation():
         from_params({"arrivals": "bursty"})
     with pytest.raises(ConfigError, match="not a number"):
         from_params({"base_rate": "fast"})
+
+
+def test_zero_rates_end_instead_of_spinning():
+    assert list(arrivals(Schedule(base_rate=0), seed=1)) == []
+    assert list(arrivals(Schedule(0, 0, spike_every=5, spike_length=1), seed=1)) == []
+    # a zero base rate between spikes is fine: arrivals only inside spikes
+    times = list(arrivals(Schedule(0, 100, spike_every=5, spike_length=1), seed=1, until=20))
+    assert times and all(t % 5 < 1 for t in times)
