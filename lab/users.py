@@ -246,6 +246,8 @@ class _Process:
                 "workers": self.workers, "seed": self.seed,
                 "spikes": sorted(spikes),
                 "streams": {k: _schedule_json(s.schedule) for k, s in self.streams.items()},
+                # arrivals still queued when the test stopped: never started, so no row
+                "unserved": {k: s.backlog for k, s in self.streams.items()},
                 "params": self.params if self.params is not None else self.raw_params}
         folder = self.run_dir / "schedule"
         folder.mkdir(parents=True, exist_ok=True)

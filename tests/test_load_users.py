@@ -140,6 +140,7 @@ def test_serverless_burst_exhausts_direct_but_not_the_transaction_pooler(eps, la
     assert sched["spikes"] and sched["spikes"][0] == pytest.approx(
         [sched["t0"] + 1, sched["t0"] + 2])
     assert sched["params"]["hold_ms"] == 300.0
+    assert sched["unserved"]["serverless"] >= 0
     # spikes are where the schedule says: more arrivals per second inside them
     inside = sum(any(a <= r["intended_start"] < b for a, b in sched["spikes"]) for r in got)
     assert inside > len(got) * 0.5 * 0.9
