@@ -1,0 +1,564 @@
+"""Stage 8 of the pipeline: the report of a run, as self-contained HTML and as Markdown.
+
+``build_report(run_dir, compare=None)`` analyses a run directory (``lab.analysis``), draws its
+figures (``lab.plots``) and writes ``report.html``, ``report.md`` and ``figures/`` into it.
+With ``compare`` (another run directory) it writes into ``<run_dir>/compare-<other-run-id>/``
+instead, adds a table of what changed and overlays the other run in every figure; the plain
+report of the run stays as it was.
+
+The HTML references nothing outside itself: styles inline, figures as ``data:`` URIs, no
+script, no web font. Both documents are made from one list of blocks, so they say the same.
+No password reaches a report: the manifest has none, and every text taken from a run (error
+messages, manifest values) is scrubbed of URI passwords once more anyway.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import html
+import math
+import re
+import shlex
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lab import analysis as an
+from lab import plots
+from lab.analysis import Comparison, Group, RunAnalysis
+
+MASK = "[YOUR-PASSWORD]"
+_URI_PASSWORD = re.compile(r"(?P<head>\b[a-z][a-z0-9+.-]*://[^\s:/@]*:)(?P<pw>[^\s@/]+)@", re.I)
+_KV_PASSWORD = re.compile(r"(?P<head>\bpassword\s*=\s*)(?P<pw>'[^']*'|\"[^\"]*\"|[^\s'\"]+)",
+                          re.I)
+
+
+@dataclass(frozen=True)
+class ReportPaths:
+    directory: Path
+    html: Path
+    markdown: Path
+    figures: tuple[Path, ...]  # every PNG and SVG
+
+
+def build_report(run_dir: Path | str, compare: Path | str | None = None) -> ReportPaths:
+    """Analyse ``run_dir`` (and ``compare``), draw the figures and write both documents."""
+    a = an.analyze(run_dir)
+    b = an.analyze(compare) if compare is not None else None
+    comparison = an.compare(a, b) if b is not None else None
+    out = a.run_dir if b is None else a.run_dir / f"compare-{plots.slug(b.run_id)}"
+    out.mkdir(parents=True, exist_ok=True)
+    figures = plots.render(a, out / "figures", compare=b)
+    blocks = document(a, figures, comparison)
+    html_path, md_path = out / "report.html", out / "report.md"
+    _write(html_path, to_html(blocks, title=f"pooler-lab report: {a.run_id}"))
+    _write(md_path, to_markdown(blocks, base=out))
+    return ReportPaths(out, html_path, md_path,
+                       tuple(p for f in figures for p in (f.png, f.svg)))
+
+
+def _write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+
+
+def scrub(text: Any) -> str:
+    """``text`` as a string with any URI or key=value password replaced by the mask."""
+    text = str(text)
+    text = _URI_PASSWORD.sub(lambda m: m["head"] + MASK + "@", text)
+    return _KV_PASSWORD.sub(lambda m: m["head"] + MASK, text)
+
+
+# -- number formats ----------------------------------------------------------------------------
+
+
+def fmt_ms(value: float | None) -> str:
+    """Milliseconds with three significant digits or so: 0.371, 4.56, 37.2, 1,234."""
+    if value is None or not math.isfinite(value):
+        return "-"
+    if value < 1:
+        return f"{value:.3f}"
+    if value < 10:
+        return f"{value:.2f}"
+    if value < 100:
+        return f"{value:.1f}"
+    return f"{value:,.0f}"
+
+
+def fmt_rate(value: float | None) -> str:
+    if value is None or not math.isfinite(value):
+        return "-"
+    return f"{value:,.1f}" if value < 1000 else f"{value:,.0f}"
+
+
+def fmt_pct(value: float | None) -> str:
+    if value is None or not math.isfinite(value):
+        return "-"
+    return f"{100 * value:.2f}%"
+
+
+def fmt_int(value: int | float | None) -> str:
+    return "-" if value is None else f"{int(value):,}"
+
+
+def fmt_change(change: float | None, ratio: float | None, metric: str) -> str:
+    if change is None:
+        return "-"
+    if metric == "error rate":
+        return f"{100 * change:+.2f} pp"
+    if ratio is None:
+        return f"{change:+,.4g}"
+    return f"{100 * (ratio - 1):+.1f}%"
+
+
+# -- the document as blocks --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Heading:
+    level: int
+    text: str
+    anchor: str | None = None
+
+
+@dataclass(frozen=True)
+class Para:
+    text: str
+    strong: str | None = None  # a bold lead-in
+    kind: str = ""  # "", "note" or "warning"
+
+
+@dataclass(frozen=True)
+class Table:
+    headers: Sequence[str]
+    rows: Sequence[Sequence[str]]
+    numeric: Sequence[bool] = ()  # right-aligned columns
+    caption: str | None = None
+
+
+@dataclass(frozen=True)
+class Image:
+    figure: plots.FigureFile
+
+
+@dataclass(frozen=True)
+class Code:
+    text: str
+
+
+@dataclass(frozen=True)
+class Bullets:
+    items: Sequence[str] = field(default_factory=list)
+
+
+Block = Heading | Para | Table | Image | Code | Bullets
+
+
+def _group_label(g: Group, groups: Sequence[Group]) -> str:
+    return g.endpoint if len({x.phase for x in groups}) == 1 else f"{g.endpoint} ({g.phase})"
+
+
+def _utc(ts: float) -> str:
+    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%H:%M:%S")
+
+
+def document(a: RunAnalysis, figures: Sequence[plots.FigureFile],
+             comparison: Comparison | None = None) -> list[Block]:
+    m = a.manifest
+    blocks: list[Block] = [Heading(1, f"pooler-lab report: {scrub(a.run_id)}")]
+    scenario = (m.get("scenario") or {}).get("name", "?")
+    endpoints = ", ".join(dict.fromkeys(g.endpoint for g in a.groups))
+    blocks.append(Para(
+        f"Scenario {scrub(scenario)} against {endpoints}; started {scrub(m.get('started_at'))}, "
+        f"ended {scrub(m.get('ended_at'))} ({_duration(m.get('duration_s'))}); "
+        f"{a.total_requests:,} requests."))
+    if m.get("interrupted"):
+        blocks.append(Para("the run was interrupted (Ctrl-C or a failure); everything measured "
+                           "until then is reported.", strong="Interrupted:", kind="warning"))
+    if comparison is not None:
+        blocks.append(Para(
+            f"this run (A) against {scrub(comparison.b.run_id)} (B). Figures draw B in the same "
+            "colours, faint and dashed; the table \"What changed\" has the numbers.",
+            strong="Comparison:", kind="note"))
+    if a.skipped_lines:
+        blocks.append(Para(f"{a.skipped_lines} unreadable line(s) of connections.jsonl were "
+                           "skipped (a killed run leaves a torn last line).", kind="note"))
+    if not a.connections:
+        blocks.append(Para("this run has no connection samples (connections.jsonl): peaks and "
+                           "the connections figure are empty.", strong="No connection samples:",
+                           kind="warning"))
+    blocks += _says(a)
+    blocks += _summary(a)
+    if comparison is not None:
+        blocks += _changes(comparison)
+    blocks += _figures(a, figures)
+    blocks += _errors(a)
+    blocks += _definitions()
+    blocks += _manifest(a)
+    return blocks
+
+
+def _duration(value: Any) -> str:
+    if not isinstance(value, int | float):
+        return "duration unknown"
+    return f"{value:,.0f} s" if value >= 10 else f"{value:.1f} s"
+
+
+def _says(a: RunAnalysis) -> list[Block]:
+    blocks: list[Block] = [Heading(2, "What this run says", "says")]
+    for rec in a.recommendations:
+        title = f"{rec.scenario}: {rec.workload} workload" + (
+            f" (phase {rec.phase})" if rec.phase != rec.workload else "")
+        blocks.append(Heading(3, title))
+        if rec.choice is not None:
+            label = an.LABELS.get(rec.choice, rec.choice)
+            verdict = "as the guide advises" if rec.agrees else "not the guide's first choice"
+            blocks.append(Para(f"{rec.choice} ({label}), {verdict}.",
+                               strong="Recommended connection method:"))
+        else:
+            blocks.append(Para("none of the measured endpoints served this load.",
+                               strong="Recommended connection method:", kind="warning"))
+        blocks.append(Bullets([scrub(s) for s in rec.sentences]))
+        if rec.limits:
+            blocks.append(Table(
+                ["endpoint", "limit", "value", "measured", "what to do"],
+                [[h.endpoint, h.limit, fmt_int(h.value), scrub(h.evidence), h.fix]
+                 for h in rec.limits],
+                numeric=[False, False, True, False, False]))
+    return blocks
+
+
+SUMMARY_LOAD = ["requests", "requests/s", "errors", "peak backends", "peak waiting"]
+SUMMARY_LATENCY = [f"{metric} {p}" for metric in ("connect", "query", "total")
+                   for p in ("p50", "p95", "p99", "max")]
+
+
+def summary_rows(a: RunAnalysis, scenario: str) -> tuple[list[str], list[list[str]],
+                                                         list[str], list[list[str]]]:
+    """The two summary tables of a scenario: (load headers, rows, latency headers, rows)."""
+    groups = a.groups_of(scenario)
+    seen = {c for g in groups for c in g.errors}
+    classes = [c for c in a.error_classes if c in seen]
+    load_headers = ["endpoint", *SUMMARY_LOAD[:3], *classes, *SUMMARY_LOAD[3:]]
+    load_rows = []
+    latency_rows = []
+    for g in groups:
+        label = _group_label(g, groups)
+        load_rows.append([label, fmt_int(g.requests), fmt_rate(g.rps), fmt_pct(g.error_rate),
+                          *[fmt_pct(g.error_rate_of(c)) for c in classes],
+                          fmt_int(g.peak_backends), fmt_int(g.peak_waiting)])
+        latency_rows.append([label, *[fmt_ms(getattr(getattr(g, metric), p))
+                                      for metric in ("connect", "query", "total")
+                                      for p in ("p50", "p95", "p99", "max")]])
+    return load_headers, load_rows, ["endpoint", *SUMMARY_LATENCY], latency_rows
+
+
+def _summary(a: RunAnalysis) -> list[Block]:
+    blocks: list[Block] = [Heading(2, "Summary", "summary")]
+    for scenario in a.scenarios:
+        blocks.append(Heading(3, scenario))
+        load_h, load_r, lat_h, lat_r = summary_rows(a, scenario)
+        blocks.append(Table(load_h, load_r, numeric=[False] + [True] * (len(load_h) - 1),
+                            caption="Requests, requests/s and error rate (all requests; "
+                                    "by class as a share of all requests); peaks from the "
+                                    "connection samples during the endpoint's run"))
+        blocks.append(Table(lat_h, lat_r, numeric=[False] + [True] * (len(lat_h) - 1),
+                            caption="Latency in ms, successful requests only: connect (new "
+                                    "connection or pool checkout), query, and total (from the "
+                                    "intended start, so time queued counts)"))
+    return blocks
+
+
+def _changes(c: Comparison) -> list[Block]:
+    blocks: list[Block] = [Heading(2, "What changed", "changes")]
+    blocks.append(Para(f"A is this run ({scrub(c.a.run_id)}), B the --compare run "
+                       f"({scrub(c.b.run_id)}). Each cell: A, then B and the change from B to A."))
+    for scenario in c.a.scenarios:
+        keys = list(dict.fromkeys(d.key for d in c.deltas if d.key[0] == scenario))
+        if not keys:
+            continue
+        blocks.append(Heading(3, scenario))
+        groups = c.a.groups_of(scenario)
+        rows = []
+        for key in keys:
+            g = c.a.group(key)
+            cells = [_group_label(g, groups)]
+            for metric in an.DELTA_METRICS:
+                d = next(x for x in c.deltas if x.key == key and x.metric == metric)
+                cells.append(f"{_delta_value(d.a, metric)} (B {_delta_value(d.b, metric)}, "
+                             f"{fmt_change(d.change, d.ratio, metric)})")
+            rows.append(cells)
+        blocks.append(Table(["endpoint", *an.DELTA_METRICS], rows,
+                            numeric=[False] + [True] * len(an.DELTA_METRICS)))
+    if c.only_a or c.only_b:
+        items = [f"only in A: {' / '.join(k)}" for k in c.only_a]
+        items += [f"only in B: {' / '.join(k)}" for k in c.only_b]
+        blocks.append(Bullets(items))
+    if c.settings:
+        blocks.append(Table(["setting (manifest)", "A", "B"],
+                            [[k, scrub(_value(va)), scrub(_value(vb))]
+                             for k, va, vb in c.settings],
+                            caption="Manifest values that differ between the runs"))
+    else:
+        blocks.append(Para("Both runs used the same settings, scenario parameters and versions."))
+    return blocks
+
+
+def _delta_value(value: float | None, metric: str) -> str:
+    if metric == "requests/s":
+        return fmt_rate(value)
+    if metric == "error rate":
+        return fmt_pct(value)
+    if metric.startswith("peak"):
+        return fmt_int(value)
+    return fmt_ms(value)
+
+
+def _figures(a: RunAnalysis, figures: Sequence[plots.FigureFile]) -> list[Block]:
+    blocks: list[Block] = [Heading(2, "Figures", "figures")]
+    for scenario in a.scenarios:
+        blocks.append(Heading(3, scenario))
+        for f in figures:
+            if f.scenario == scenario:
+                blocks.append(Image(f))
+    return blocks
+
+
+def _errors(a: RunAnalysis) -> list[Block]:
+    blocks: list[Block] = [Heading(2, "Errors and gaps", "errors")]
+    if a.error_samples:
+        blocks.append(Table(
+            ["scenario", "endpoint", "class", "count", "SQLSTATE", "most frequent message"],
+            [[s.key[0], _key_label(a, s.key), s.error_class, fmt_int(s.count),
+              s.sqlstate or "-", scrub(s.message or "-")] for s in a.error_samples],
+            numeric=[False, False, False, True, False, False]))
+    else:
+        blocks.append(Para("No request failed."))
+    gaps = []
+    for series in a.connections.values():
+        for start, end, error in _gap_runs(series):
+            gaps.append([series.target, _utc(start), _utc(end), f"{end - start:.1f} s",
+                         scrub(error)])
+    if gaps:
+        blocks.append(Table(["sampled target", "from (UTC)", "to (UTC)", "for", "error"], gaps,
+                            numeric=[False, False, False, True, False],
+                            caption="Connection samples that failed: gaps in the "
+                                    "connections figure"))
+    return blocks
+
+
+def _key_label(a: RunAnalysis, key: an.Key) -> str:
+    one_phase = len({g.phase for g in a.groups_of(key[0])}) == 1
+    return key[2] if one_phase else f"{key[2]} ({key[1]})"
+
+
+def _gap_runs(series: an.Series) -> list[tuple[float, float, str]]:
+    runs = []
+    failures = dict(series.failures)
+    i, n = 0, len(series.t)
+    while i < n:
+        if not series.ok[i]:
+            j = i
+            while j + 1 < n and not series.ok[j + 1]:
+                j += 1
+            # the gap lasts until the next good sample (or the last failed one)
+            end = series.t[j + 1] if j + 1 < n else series.t[j]
+            runs.append((float(series.t[i]), float(end),
+                         failures.get(series.t[i], "sample failed")))
+            i = j + 1
+        else:
+            i += 1
+    return runs
+
+
+def _definitions() -> list[Block]:
+    return [Heading(2, "How the numbers are made", "definitions"), Bullets([
+        "Every number comes from the raw per-request samples (requests.parquet), never from "
+        "Locust's rounded statistics, and from the connection samples (connections.jsonl).",
+        "Latency percentiles use successful requests only (linear interpolation, as "
+        "numpy.percentile); failed requests are counted by error class instead.",
+        "total time runs from the request's intended start (the arrival schedule) to its end, "
+        "so time spent queued behind a stall counts (no coordinated omission); connect time is "
+        "a new connection, a pool checkout, or 0 for a held connection.",
+        "requests/s is the request count over the span from the first intended start to the "
+        "last end of that endpoint's requests.",
+        "Peak backends: most Postgres client backends seen by the sampler while the endpoint "
+        "ran (all origins); peak waiting: most clients queued in that endpoint's pooler.",
+        f"An endpoint serves a workload when at most {fmt_pct(an.HEALTHY_ERROR_RATE)} of its "
+        "requests fail; the recommendation picks, among those, the guide's choice with the "
+        "lowest p95 total time.",
+    ])]
+
+
+def _value(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, list | tuple):
+        return ", ".join(_value(v) for v in value)
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={_value(v)}" for k, v in value.items())
+    return str(value)
+
+
+def _manifest(a: RunAnalysis) -> list[Block]:
+    m = a.manifest
+    blocks: list[Block] = [Heading(2, "Manifest", "manifest")]
+    git = m.get("git") or {}
+    commit = git.get("commit")
+    scenario = m.get("scenario") or {}
+    rows = [
+        ["run", m.get("run_id")],
+        ["started / ended (UTC)", f"{_value(m.get('started_at'))} / {_value(m.get('ended_at'))}"],
+        ["duration", _duration(m.get("duration_s"))],
+        ["interrupted", m.get("interrupted")],
+        ["pooler-lab", m.get("lab_version")],
+        ["git commit", (f"{commit[:12]}{' (dirty)' if git.get('dirty') else ''}"
+                        if isinstance(commit, str) else None)],
+        ["scenario", f"{_value(scenario.get('name'))} ({_value(scenario.get('file'))}), "
+                     f"seed {_value(scenario.get('seed'))}"],
+        ["scenario parameters", scenario.get("params")],
+        ["load", m.get("load")],
+        ["lab settings", m.get("lab") if m.get("lab") is not None else "none (--target run)"],
+    ]
+    blocks.append(Table(["what", "value"], [[k, scrub(_value(v))] for k, v in rows]))
+    endpoints = m.get("endpoints") or {}
+    if endpoints:
+        blocks.append(Table(
+            ["endpoint", "connection string (masked)", "pool mode", "pooler", "user"],
+            [[name, scrub(_value(e.get("uri"))), _value(e.get("pool_mode")),
+              _value(e.get("pooler")), _value(e.get("user"))]
+             for name, e in endpoints.items() if isinstance(e, dict)],
+            caption="Endpoints as the run used them"))
+    segments = [s for s in m.get("segments") or [] if isinstance(s, dict)]
+    if segments:
+        blocks.append(Table(
+            ["segment", "started", "ended", "spike windows", "Locust exit", "interrupted"],
+            [[_value(s.get("endpoint")), _value(s.get("started_at")), _value(s.get("ended_at")),
+              str(len(s.get("spikes") or [])), _value(s.get("locust_exit")),
+              _value(s.get("interrupted"))] for s in segments],
+            caption="Segments in run order"))
+    components = m.get("components") or {}
+    host = m.get("host") or {}
+    versions = [[k, scrub(_value(v))] for k, v in components.items() if k != "image"]
+    image = components.get("image")
+    if isinstance(image, dict):
+        versions.append(["image", scrub(_value(image))])
+    versions += [[f"host {k}", _value(v) if k != "memory_bytes" or not isinstance(v, int)
+                  else f"{v / 2**30:.1f} GiB"] for k, v in host.items()]
+    if versions:
+        blocks.append(Table(["component", "version"], versions, caption="Versions and host"))
+    reproduce = m.get("reproduce")
+    if not isinstance(reproduce, str) or not reproduce:
+        command = m.get("command")
+        reproduce = shlex.join(map(str, command)) if isinstance(command, list) else None
+    if reproduce:
+        blocks.append(Para("To reproduce:"))
+        blocks.append(Code(scrub(reproduce)))
+    return blocks
+
+
+# -- Markdown ----------------------------------------------------------------------------------
+
+
+def _md_cell(text: str) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def to_markdown(blocks: Sequence[Block], base: Path) -> str:
+    out: list[str] = []
+    for block in blocks:
+        if isinstance(block, Heading):
+            out.append(f"{'#' * block.level} {block.text}")
+        elif isinstance(block, Para):
+            out.append(f"**{block.strong}** {block.text}" if block.strong else block.text)
+        elif isinstance(block, Bullets):
+            out.append("\n".join(f"- {item}" for item in block.items))
+        elif isinstance(block, Code):
+            out.append(f"```\n{block.text}\n```")
+        elif isinstance(block, Image):
+            f = block.figure
+            png = f.png.relative_to(base).as_posix()
+            svg = f.svg.relative_to(base).as_posix()
+            out.append(f"![{f.title}]({png})\n\n*{f.title}.* {f.caption} ([SVG]({svg}))")
+        elif isinstance(block, Table):
+            align = ["---:" if (block.numeric[i] if i < len(block.numeric) else False)
+                     else "---" for i in range(len(block.headers))]
+            lines = ["| " + " | ".join(_md_cell(h) for h in block.headers) + " |",
+                     "| " + " | ".join(align) + " |"]
+            lines += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in block.rows]
+            if block.caption:
+                lines.append(f"\n*{block.caption}.*")
+            out.append("\n".join(lines))
+    return "\n\n".join(out) + "\n"
+
+
+# -- HTML --------------------------------------------------------------------------------------
+
+CSS = """
+body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, "DejaVu Sans", sans-serif;
+       margin: 2rem auto; max-width: 1400px; padding: 0 1.5rem; color: #1d1d1f;
+       line-height: 1.45; font-size: 17px; }
+h1 { font-size: 2rem; margin-bottom: .3rem; }
+h2 { margin-top: 2.6rem; border-bottom: 2px solid #e3e3e3; padding-bottom: .3rem; }
+h3 { margin-top: 1.8rem; }
+table { border-collapse: collapse; margin: .8rem 0 1.4rem; font-size: 15px; }
+th, td { padding: .35rem .7rem; border-bottom: 1px solid #e6e6e6; vertical-align: top; }
+th { background: #f5f5f7; text-align: left; white-space: nowrap; }
+td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+caption { caption-side: bottom; text-align: left; color: #555; font-size: 14px;
+          padding-top: .4rem; }
+.scroll { overflow-x: auto; }
+figure { margin: 1.2rem 0 2.2rem; }
+figure img { width: 100%; height: auto; border: 1px solid #eee; }
+figcaption { color: #444; font-size: 15px; margin-top: .4rem; }
+pre { background: #f5f5f7; padding: .8rem 1rem; overflow-x: auto; font-size: 14px; }
+.note { background: #eef6ff; border-left: 4px solid #0072B2; padding: .5rem .8rem; }
+.warning { background: #fff4e5; border-left: 4px solid #D55E00; padding: .5rem .8rem; }
+li { margin: .25rem 0; }
+"""
+
+
+def _data_uri(path: Path, mime: str) -> str:
+    return f"data:{mime};base64,{base64.b64encode(path.read_bytes()).decode('ascii')}"
+
+
+def to_html(blocks: Sequence[Block], title: str) -> str:
+    e = html.escape
+    out = ["<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
+           '<meta name="viewport" content="width=device-width, initial-scale=1">',
+           f"<title>{e(title)}</title>", f"<style>{CSS}</style>", "</head>", "<body>"]
+    for block in blocks:
+        if isinstance(block, Heading):
+            anchor = f' id="{e(block.anchor)}"' if block.anchor else ""
+            out.append(f"<h{block.level}{anchor}>{e(block.text)}</h{block.level}>")
+        elif isinstance(block, Para):
+            cls = f' class="{block.kind}"' if block.kind else ""
+            lead = f"<strong>{e(block.strong)}</strong> " if block.strong else ""
+            out.append(f"<p{cls}>{lead}{e(block.text)}</p>")
+        elif isinstance(block, Bullets):
+            out.append("<ul>" + "".join(f"<li>{e(i)}</li>" for i in block.items) + "</ul>")
+        elif isinstance(block, Code):
+            out.append(f"<pre><code>{e(block.text)}</code></pre>")
+        elif isinstance(block, Image):
+            f = block.figure
+            out.append(f'<figure><img src="{_data_uri(f.png, "image/png")}" '
+                       f'alt="{e(f.title)}"><figcaption><strong>{e(f.title)}.</strong> '
+                       f"{e(f.caption)}</figcaption></figure>")
+        elif isinstance(block, Table):
+            def cell(tag: str, text: str, i: int, numeric: Sequence[bool] = block.numeric) -> str:
+                num = ' class="num"' if i < len(numeric) and numeric[i] else ""
+                return f"<{tag}{num}>{e(str(text))}</{tag}>"
+
+            rows = ["<tr>" + "".join(cell("td", c, i) for i, c in enumerate(r)) + "</tr>"
+                    for r in block.rows]
+            head = "".join(cell("th", h, i) for i, h in enumerate(block.headers))
+            caption = f"<caption>{e(block.caption)}</caption>" if block.caption else ""
+            out.append(f'<div class="scroll"><table>{caption}<thead><tr>{head}</tr></thead>'
+                       f"<tbody>{''.join(rows)}</tbody></table></div>")
+    out += ["</body>", "</html>"]
+    return "\n".join(out) + "\n"
