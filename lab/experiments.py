@@ -1245,3 +1245,17 @@ def catalogue_json(cfg: LabConfig | None = None) -> list[dict[str, Any]]:
              "lanes": [{"lane": ln.key, "endpoint": ln.endpoint, "label": ln.label,
                         "expected": e.expected(cfg)[ln.key]} for ln in e.lanes]}
             for e in CATALOGUE]
+
+
+def update_guide(path: Path) -> bool:
+    """Rewrite the generated section of a guide in place; True when it changed."""
+    text = path.read_text()
+    current = guide_section(text)
+    if not current:
+        raise ConfigError(f"{path} has no {GUIDE_BEGIN!r} ... {GUIDE_END!r} section",
+                          fix="add the two marker lines where the experiments belong")
+    fresh = guide_markdown()
+    if current == fresh:
+        return False
+    path.write_text(text.replace(current, fresh))
+    return True
