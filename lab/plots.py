@@ -407,10 +407,12 @@ def _throughput_errors(analysis, groups, others, compare) -> Figure:
     for ax, g in zip(axes, groups, strict=True):
         _shade_spikes(ax, g)
         w = g.windows
+        edges = np.append(w.t, w.t[-1] + 1.0)
         bottom = np.zeros(len(w.t))
         for cls, counts in w.errors.items():
-            ax.bar(w.t, counts, bottom=bottom, width=1.0, align="edge",
-                   color=ERROR_COLORS.get(cls, ERROR_COLORS["other"]), linewidth=0, zorder=2)
+            # one filled staircase per class (stacked): a bar per window is 60 artists a panel
+            ax.stairs(bottom + counts, edges, baseline=bottom, fill=True,
+                      color=ERROR_COLORS.get(cls, ERROR_COLORS["other"]), linewidth=0, zorder=2)
             bottom = bottom + counts
             classes[cls] = None
         ax.step(*_closed(w.t, w.ok), where="post", color=color(g.endpoint), zorder=3)
@@ -427,7 +429,8 @@ def _throughput_errors(analysis, groups, others, compare) -> Figure:
                         linestyle=(0, (4, 2)), linewidth=1.6, zorder=3)
         ax.set_title(_label(g, groups), color=color(g.endpoint))
         ax.set_ylabel("requests per second")
-        ax.set_ylim(bottom=0)
+    if axes:  # once, after every panel: the shared y axis then fits all of them
+        axes[0].set_ylim(bottom=0)
     for ax in axes[-2:]:
         ax.set_xlabel("seconds since the segment started (by intended start)")
     handles = [Line2D([], [], color="#666666", label="successful")]

@@ -272,6 +272,19 @@ def test_every_figure_exists_as_png_and_svg_with_something_drawn(built):
             assert text.count("<path") > 20, svg.name
 
 
+def test_shared_axes_fit_every_panel(run_dir):
+    result = analysis.analyze(run_dir)
+    groups = result.groups_of("serverless-burst")
+    fig = plots._throughput_errors(result, groups, {}, None)
+    for ax, g in zip(fig.axes, groups, strict=True):
+        low, high = ax.get_ylim()
+        failed = g.windows.requests - g.windows.ok
+        assert low == 0 and high >= max(g.windows.ok.max(), failed.max()), g.endpoint
+    fig = plots._connections(result, groups, {}, None)
+    for ax, g in zip(fig.axes, groups, strict=True):
+        assert ax.get_ylim()[1] >= (g.peak_clients or 0), g.endpoint
+
+
 def count_color(pixels: np.ndarray, hex_color: str) -> int:
     rgb = np.array([int(hex_color[i:i + 2], 16) / 255 for i in (1, 3, 5)])
     return int((np.abs(pixels[..., :3] - rgb).max(axis=-1) < 0.02).sum())
