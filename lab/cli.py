@@ -397,6 +397,59 @@ def scenarios(as_json):
             click.echo(f"  -P {key}={param.default!s:<10} {param.help}")
 
 
+# -- experiments ---------------------------------------------------------------------------
+
+
+@cli.group()
+def experiment():
+    """Transaction-pooling pitfalls and documented limits, demonstrated on the live lab."""
+
+
+@experiment.command("list")
+@click.option("--markdown", is_flag=True,
+              help="Print the experiments section of docs/workshop.md (generated).")
+@json_option
+def experiment_list(markdown, as_json):
+    """The experiments: name, title and the question to ask the room."""
+    from lab import experiments as expmod
+
+    if markdown:
+        click.echo(expmod.guide_markdown(), nl=False)
+    elif as_json:
+        click.echo(json.dumps(expmod.catalogue_json(), indent=2))
+    else:
+        term.table([(e.name, e.title) for e in expmod.CATALOGUE], ["experiment", "title"])
+
+
+def _print_experiment(result) -> None:
+    term.heading(f"{result.name}: {result.title}")
+    click.echo(f"  {result.question}")
+    term.table([("ok" if ln.passed else "FAIL", ln.key, ln.expected, ln.observed, ln.detail)
+                for ln in result.lanes], ["", "lane", "expected", "observed", "what happened"])
+    if result.error:
+        term.warn(f"{result.name} could not finish: {result.error}")
+    click.echo(f"  fix: {result.fix}\n")
+
+
+@experiment.command("run")
+@click.argument("names", nargs=-1)
+@click.option("--all", "run_all", is_flag=True, help="Run every experiment (a setup check).")
+@click.option("--expect", multiple=True, hidden=True, metavar="EXPERIMENT.LANE=OUTCOME")
+@name_option
+@json_option
+def experiment_run(names, run_all, expect, name, as_json):
+    """Run experiments (NAMES, or --all) on the lab; exit 7 if one sees the unexpected."""
+    from lab import experiments as expmod
+
+    results = expmod.run(names, name, run_all=run_all, expect=expect, log=_progress,
+                         on_result=None if as_json else _print_experiment)
+    if as_json:
+        click.echo(json.dumps(expmod.results_json(name, results), indent=2))
+    elif all(r.passed for r in results):
+        term.success(f"{len(results)} of {len(results)} experiments as expected")
+    expmod.check(results, name)
+
+
 # -- entry point ---------------------------------------------------------------------------
 
 

@@ -1,0 +1,154 @@
+"""`lab experiment` against the real stack: every experiment reaches its expected outcome, a
+wrong expectation fails the command (exit 7, one line), and every runtime change to the poolers
+is undone: after a pass, a failure, Ctrl-C, and even a killed run (by the next run).
+
+One small lab serves the module: max_connections 20, pool size 3, max pooler clients 10."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+from lab import experiments, pg
+from tests.conftest import LAB, ROOT
+
+pytestmark = [pytest.mark.stack, pytest.mark.timeout(180)]
+
+MAX_CONNECTIONS, POOL_SIZE, MAX_CLIENTS = 20, 3, 10
+POOLERS = ("session", "transaction", "dedicated")
+# What every pooler's admin console must report whenever no experiment is running.
+STOCK = {"default_pool_size": str(POOL_SIZE), "max_client_conn": str(MAX_CLIENTS),
+         "query_wait_timeout": "120", "max_prepared_statements": "0"}
+
+
+@pytest.fixture(scope="module")
+def lab(lab_factory):
+    return lab_factory("--max-connections", str(MAX_CONNECTIONS), "--pool-size",
+                       str(POOL_SIZE), "--max-client-conn", str(MAX_CLIENTS))
+
+
+@pytest.fixture(scope="module")
+def eps(lab):
+    return lab.connect()
+
+
+def pooler_settings(lab, eps) -> dict[str, dict[str, str]]:
+    secrets = json.loads((lab.home / lab.name / "secrets.json").read_text())
+    result = {}
+    for name in POOLERS:
+        with pg.admin_connect(eps[name]["host"], eps[name]["port"], "lab_admin",
+                              secrets["admin_password"]) as admin:
+            result[name] = {r["key"]: r["value"] for r in pg.rows(admin, "SHOW CONFIG")
+                            if r["key"] in STOCK}
+    return result
+
+
+def assert_stock(lab, eps):
+    assert pooler_settings(lab, eps) == {name: STOCK for name in POOLERS}
+    assert not journal(lab).exists()
+
+
+def journal(lab):
+    return lab.home / lab.name / experiments.RESTORE_FILE
+
+
+def test_every_experiment_reaches_its_expected_outcome(lab, eps):
+    assert_stock(lab, eps)
+    started = time.monotonic()
+    proc = lab.cli("experiment", "run", "--all", "--json", timeout=150)
+    elapsed = time.monotonic() - started
+    data = json.loads(proc.stdout)
+    assert [e["name"] for e in data["experiments"]] == experiments.names()
+    for e in data["experiments"]:
+        assert e["error"] is None, (e["name"], e["error"])
+        for lane in e["lanes"]:
+            assert lane["observed"] == lane["expected"], (e["name"], lane)
+            assert lane["passed"] is True
+        assert e["passed"] is True
+    assert data["passed"] is True
+    by_name = {e["name"]: {ln["lane"]: ln for ln in e["lanes"]} for e in data["experiments"]}
+    # The exact texts of the limits, as the servers sent them.
+    assert by_name["max-connections"]["direct"]["observed"] == "sorry, too many clients already"
+    assert by_name["max-client-conn"]["dedicated"]["observed"] == (
+        "no more connections allowed (max_client_conn)")
+    # The budget of this lab: 2 x 3 shared + 3 dedicated + 1 auth_query + 1 direct.
+    assert by_name["backend-budget"]["total"]["observed"] == f"11 <= {MAX_CONNECTIONS}"
+    assert "maxwait climbed" in by_name["idle-in-transaction"]["transaction"]["detail"]
+    assert elapsed < 90, f"the whole set took {elapsed:.0f} s"
+    assert_stock(lab, eps)
+
+
+def test_the_human_output_puts_the_endpoints_side_by_side(lab, eps):
+    proc = lab.cli("experiment", "run", "set-leak", "backend-identity")
+    out = proc.stdout
+    for text in ("SET leaks between clients", "expected", "observed", "transaction",
+                 "leaked", "isolated", "client B sees 4321ms", "fix:", "other-backend",
+                 "2 of 2 experiments as expected"):
+        assert text in out, text
+    assert "FAIL" not in out
+    assert_stock(lab, eps)
+
+
+def test_a_wrong_expectation_exits_7_with_one_line(lab, eps):
+    proc = lab.cli("experiment", "run", "set-leak", "--expect",
+                   "set-leak.transaction=isolated", check=False)
+    assert proc.returncode == 7, proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, proc.stderr
+    assert "set-leak (transaction 'leaked', expected 'isolated')" in errors[0]
+    assert "fix:" in errors[0] and "Traceback" not in proc.stderr
+    assert "FAIL" in proc.stdout  # the table shows which lane
+    as_json = lab.cli("experiment", "run", "set-leak", "--json", "--expect",
+                      "set-leak.transaction=isolated", check=False)
+    assert as_json.returncode == 7
+    data = json.loads(as_json.stdout)
+    lanes = {ln["lane"]: ln for ln in data["experiments"][0]["lanes"]}
+    assert data["passed"] is False and lanes["transaction"]["passed"] is False
+    assert lanes["dedicated"]["passed"] is True
+    assert_stock(lab, eps)
+
+
+def _start(lab, *args: str) -> subprocess.Popen:
+    env = dict(os.environ, POOLER_LAB_HOME=str(lab.home), NO_COLOR="1")
+    return subprocess.Popen([*LAB, "experiment", "run", *args, "--name", lab.name],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env, cwd=ROOT, stdin=subprocess.DEVNULL)
+
+
+def _wait_until_changed(lab, eps, proc: subprocess.Popen) -> None:
+    """Until the run has lowered the transaction pooler's pool size (its journal written)."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and proc.poll() is None:
+        if journal(lab).exists() and \
+                pooler_settings(lab, eps)["transaction"]["default_pool_size"] == "1":
+            return
+        time.sleep(0.05)
+    proc.kill()
+    pytest.fail(f"the run never changed the pool size: {proc.communicate()}")
+
+
+def test_ctrl_c_restores_every_pooler_setting(lab, eps):
+    proc = _start(lab, "idle-in-transaction")
+    _wait_until_changed(lab, eps, proc)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err and "Traceback" not in err
+    assert_stock(lab, eps)
+
+
+def test_a_killed_run_is_restored_by_the_next_run(lab, eps):
+    proc = _start(lab, "idle-in-transaction")
+    _wait_until_changed(lab, eps, proc)
+    proc.kill()
+    proc.communicate(timeout=30)
+    assert journal(lab).exists()
+    assert pooler_settings(lab, eps)["transaction"]["default_pool_size"] == "1"
+    after = lab.cli("experiment", "run", "max-connections")
+    assert "restoring pooler settings left behind" in after.stderr
+    assert_stock(lab, eps)
