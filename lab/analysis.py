@@ -358,11 +358,12 @@ def analyze(run_dir: Path | str) -> RunAnalysis:
     """Every number of the report, from a run directory (ReportError when it is unusable)."""
     run_dir = Path(run_dir)
     manifest = read_manifest(run_dir)
-    table = read_requests(run_dir)
+    segments = _segments(manifest)
+    # no reference to the table is kept here: _groups drops it once it has the arrays it needs
+    groups, samples = _groups(read_requests(run_dir), segments)
+    pa.default_memory_pool().release_unused()
     connections, skipped = read_connections(run_dir)
     limits = _limits(manifest, connections)
-    segments = _segments(manifest)
-    groups, samples = _groups(table, segments)
     for g in groups:
         _peaks(g, connections)
     analysis = RunAnalysis(run_dir=run_dir, manifest=manifest, groups=groups,
@@ -429,7 +430,7 @@ def _codes(column: pa.ChunkedArray) -> tuple[np.ndarray, list[str]]:
     if isinstance(array, pa.ChunkedArray):  # pragma: no cover - pyarrow < 15 returns chunked
         array = array.combine_chunks()
     indices = pc.fill_null(array.indices, -1).to_numpy(zero_copy_only=False)
-    return indices.astype(np.int64, copy=False), array.dictionary.to_pylist()
+    return indices.astype(np.int32, copy=False), array.dictionary.to_pylist()
 
 
 def _floats(table: pa.Table, name: str) -> np.ndarray:
@@ -457,7 +458,8 @@ def _groups(table: pa.Table, segments: list[_Segment]) -> tuple[list[Group], lis
     ok = table.column("ok").fill_null(False).to_numpy().astype(bool)
     del table
 
-    code = (scen * (len(phase_names) + 1) + phase) * (len(endp_names) + 1) + endp
+    code = ((scen.astype(np.int64) * (len(phase_names) + 1) + phase)
+            * (len(endp_names) + 1) + endp)
     uniq, inverse = np.unique(code, return_inverse=True)
     order = np.argsort(inverse, kind="stable")
     bounds = np.concatenate(([0], np.cumsum(np.bincount(inverse, minlength=len(uniq)))))

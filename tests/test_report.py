@@ -272,6 +272,16 @@ def test_every_figure_exists_as_png_and_svg_with_something_drawn(built):
             assert text.count("<path") > 20, svg.name
 
 
+def test_figures_drawn_here_equal_those_of_the_worker_processes(run_dir, built, tmp_path):
+    """The default draws in worker processes (one per core); jobs=1 draws in this process.
+    Both must give the very same files (SVG ids are salted, dates left out)."""
+    here = plots.render(analysis.analyze(run_dir), tmp_path / "figures", jobs=1)
+    assert len(here) == len(KINDS) * len(SCENARIOS)
+    for f in here:
+        for path in (f.png, f.svg):
+            assert path.read_bytes() == (built.directory / "figures" / path.name).read_bytes()
+
+
 def test_shared_axes_fit_every_panel(run_dir):
     result = analysis.analyze(run_dir)
     groups = result.groups_of("serverless-burst")
