@@ -48,6 +48,7 @@ lint: setup
 ## bench: the measured-not-asserted speed comparisons (see bench/README.md)
 bench: image
 	$(VENV)/bin/python bench/stack_lifecycle.py
+	$(VENV)/bin/python bench/report_1m.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache build dist
