@@ -450,6 +450,27 @@ def experiment_run(names, run_all, expect, name, as_json):
     expmod.check(results, name)
 
 
+# -- reports -------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--compare", "compare_dir", type=click.Path(path_type=Path), metavar="RUN_B",
+              help="Another run directory: a table of what changed, and both runs in every "
+                   "figure (written to RUN_DIR/compare-<RUN_B id>/).")
+def report(run_dir, compare_dir):
+    """Write report.html, report.md and figures/ for RUN_DIR (reports/<run-id>).
+
+    Prints the HTML's path, then the Markdown's. The HTML is one self-contained file.
+    """
+    from lab.report import build_report
+
+    paths = build_report(run_dir, compare=compare_dir)
+    term.info(str(paths.html))
+    term.info(str(paths.markdown))
+    term.note(f"{len(paths.figures) // 2} figures (PNG and SVG) in {paths.directory / 'figures'}")
+
+
 # -- entry point ---------------------------------------------------------------------------
 
 

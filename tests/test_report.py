@@ -441,6 +441,16 @@ def test_a_damaged_run_directory_is_one_line_with_a_fix(tmp_path, how):
     assert not (run / "report.html").exists()
 
 
+def test_lab_report_prints_its_paths_or_one_line_with_a_fix(tmp_path):
+    run = synthetic.make_run(tmp_path / "small", requests=1_000)
+    proc = lab_cli("report", str(run), home=tmp_path)
+    assert proc.stdout.splitlines() == [str(run / "report.html"), str(run / "report.md")]
+    proc = lab_cli("report", str(tmp_path / "missing"), home=tmp_path, check=False)
+    assert proc.returncode == 6 and proc.stdout == ""
+    (line,) = proc.stderr.strip().splitlines()
+    assert line.startswith("error: ") and "does not exist; fix: " in line
+
+
 # -- the real stack ------------------------------------------------------------------------------
 
 
