@@ -1122,6 +1122,7 @@ def run_one(ctx: Context, exp: Experiment, override: Mapping[str, str] | None = 
     started = time.monotonic()
     observed: dict[str, Observation] = {}
     error: str | None = None
+    setup_error: ExperimentSetupError | None = None
     ctx.experiment = exp
     try:
         for endpoint in exp.poolers():
@@ -1131,6 +1132,8 @@ def run_one(ctx: Context, exp: Experiment, override: Mapping[str, str] | None = 
                 ctx.set(endpoint, key, value)
             ctx.drain(endpoint)
         observed = exp.run(ctx)
+    except ExperimentSetupError as exc:
+        setup_error = exc
     except LabError as exc:
         error = exc.one_line()
     except pg.Error as exc:
@@ -1143,8 +1146,10 @@ def run_one(ctx: Context, exp: Experiment, override: Mapping[str, str] | None = 
             raise KeyboardInterrupt
         if failed:
             raise StackError(f"could not restore {', '.join(failed)} after {exp.name}",
-                             fix=f"lab experiment list{name_flag(ctx.cfg.name)} restores "
-                                 f"it next time, or lab down && lab up")
+                             fix=f"the next lab experiment run{name_flag(ctx.cfg.name)} "
+                                 f"restores it, or lab down && lab up")
+    if setup_error is not None:
+        raise setup_error  # the lab is busy: every further experiment would fail the same way
     lanes = tuple(
         LaneResult(lane.key, lane.endpoint, lane.label, expected[lane.key],
                    observed[lane.key].outcome if lane.key in observed else "not run",

@@ -12,6 +12,7 @@ import signal
 import subprocess
 import time
 
+import psycopg
 import pytest
 
 from lab import experiments, pg
@@ -151,4 +152,17 @@ def test_a_killed_run_is_restored_by_the_next_run(lab, eps):
     assert pooler_settings(lab, eps)["transaction"]["default_pool_size"] == "1"
     after = lab.cli("experiment", "run", "max-connections")
     assert "restoring pooler settings left behind" in after.stderr
+    assert_stock(lab, eps)
+
+
+def test_a_busy_lab_is_refused_in_one_line_and_left_as_it_was(lab, eps):
+    # A session-mode client holds a backend: the experiments cannot empty that pool.
+    with psycopg.connect(eps["session"]["uri"], connect_timeout=5, autocommit=True) as busy:
+        busy.execute("select 1")
+        proc = lab.cli("experiment", "run", "--all", check=False)
+    assert proc.returncode == 4, proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "session pooler still holds 1 server connection" in errors[0]
+    assert "idle lab" in errors[0] and "Traceback" not in proc.stderr
+    assert "running set-leak" not in proc.stderr  # it stopped at the first experiment
     assert_stock(lab, eps)
