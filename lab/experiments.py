@@ -1168,6 +1168,11 @@ def run(chosen: Sequence[str] = (), lab_name: str = "default", *, run_all: bool 
     experiments = select(chosen, run_all)
     overrides = parse_expect(expect)
     cfg, state, containers = stack.require_running(lab_name)
+    if cfg.pool_sharing == "shared" and cfg.pool_size < 2:
+        # Both modes' backends come from one inner pool the admin consoles cannot resize;
+        # two clients at once (most experiments) would queue there for query_wait_timeout.
+        raise ConfigError("the experiments need pool size 2 or more with pool_sharing 'shared'",
+                          fix=f"lab up{name_flag(lab_name)} --pool-size 2")
     ctx = Context(cfg, state, endpoints(cfg, containers), containers)
     results = []
     with _exclusive(state):
