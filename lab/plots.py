@@ -350,14 +350,15 @@ def _connection_lines(g: Group, run: RunAnalysis) -> list[tuple[str, Series, str
     bouncer = run.connections.get(g.endpoint)
     c = color(g.endpoint)
     if bouncer is not None and bouncer.kind == "pgbouncer":
-        lines.append(("clients", bouncer, "clients", c, {}))
+        lines.append(("clients", bouncer, "clients", c, {"linewidth": 3.2}))
         lines.append(("pooler server connections", bouncer, "servers", c, {"linestyle": "--"}))
         lines.append(("waiting clients", bouncer, "waiting", c,
                       {"linestyle": ":", "linewidth": 2.0}))
     elif postgres is not None and g.endpoint == "direct":
-        lines.append(("clients", postgres, "direct", c, {}))
+        lines.append(("clients", postgres, "direct", c, {"linewidth": 3.2}))
     if postgres is not None:
-        lines.append(("Postgres backends", postgres, "backends", "#222222", {"linewidth": 2.0}))
+        # thinner and on top: where every client is a backend (direct) both lines still show
+        lines.append(("Postgres backends", postgres, "backends", "#222222", {"linewidth": 1.6}))
     return lines
 
 
@@ -405,8 +406,12 @@ def _connections(analysis, groups, others, compare) -> Figure:
         ax.set_ylabel("connections")
     for ax in axes[-2:]:
         ax.set_xlabel("seconds since the segment started")
-    # limit lines: drawn when they are within reach of the data, else named in a footnote
+    # limit lines: max_connections and the pool size always (how much of the budget a way of
+    # connecting uses is the point of the figure); max_client_conn when it is within reach of
+    # the rest, else named in a footnote (it can be thousands)
     notes: dict[str, None] = {}
+    if analysis.limits.get("max_connections") is not None:
+        peak = max(peak, float(analysis.limits["max_connections"]))
     for ax, g in zip(axes, groups, strict=True):
         pooled = g.endpoint in analysis.connections and \
             analysis.connections[g.endpoint].kind == "pgbouncer"
@@ -414,7 +419,7 @@ def _connections(analysis, groups, others, compare) -> Figure:
             value = analysis.limits.get(key)
             if value is None or (key != "max_connections" and not pooled):
                 continue
-            if value <= 2.5 * peak:
+            if key != "max_client_conn" or value <= 2.5 * peak:
                 ax.axhline(value, color=LIMIT_COLORS[key], linestyle=(0, (6, 3)),
                            linewidth=1.8, zorder=1)
                 ax.annotate(f"{key} {value}", xy=(1.0, value), xycoords=("axes fraction", "data"),
