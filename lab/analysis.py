@@ -503,11 +503,13 @@ def _groups(table: pa.Table, segments: list[_Segment]) -> tuple[list[Group], lis
         ))
         samples += _error_samples(key, failed, g_err, err_names, sqls[idx], sql_names,
                                   msgs[idx], msg_names)
-    # scenarios in the order they ran, then phase, then the documented endpoint order
-    first_seen: dict[str, float] = {}
+    # scenarios and their phases in the order they ran, then the documented endpoint order
+    first_seen: dict[tuple[str, ...], float] = {}
     for g in groups:
-        first_seen[g.scenario] = min(first_seen.get(g.scenario, math.inf), g.first)
-    groups.sort(key=lambda g: (first_seen[g.scenario], g.scenario, g.phase,
+        for key in ((g.scenario,), (g.scenario, g.phase)):
+            first_seen[key] = min(first_seen.get(key, math.inf), g.first)
+    groups.sort(key=lambda g: (first_seen[(g.scenario,)], g.scenario,
+                               first_seen[(g.scenario, g.phase)], g.phase,
                                _endpoint_rank(g.endpoint)))
     return groups, samples
 

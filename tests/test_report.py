@@ -252,6 +252,26 @@ def test_no_recommendation_when_nothing_served_the_load(tmp_path):
     assert "none of the measured endpoints served this load" in text
 
 
+def test_a_scenario_with_two_phases_is_told_apart_by_phase(tmp_path):
+    """`mixed` runs serverless and persistent workloads under one scenario name."""
+    run = synthetic.make_run(tmp_path / "mixed", requests=2_000,
+                             endpoints=("direct", "transaction"))
+    table = pq.read_table(run / "requests.parquet")
+    field = table.schema.field("scenario")
+    table = table.set_column(table.schema.get_field_index("scenario"), field,
+                             pa.array(["mixed"] * table.num_rows).dictionary_encode())
+    pq.write_table(table, run / "requests.parquet")
+    result = analysis.analyze(run)
+    assert [g.key for g in result.groups] == [
+        ("mixed", "serverless", "direct"), ("mixed", "serverless", "transaction"),
+        ("mixed", "persistent", "direct"), ("mixed", "persistent", "transaction")]
+    assert [(r.phase, r.choice) for r in result.recommendations] == [
+        ("serverless", "transaction"), ("persistent", "direct")]
+    load, _latency = report.summary_rows(result, "mixed")[1::2]
+    assert [row[0] for row in load] == ["direct (serverless)", "transaction (serverless)",
+                                        "direct (persistent)", "transaction (persistent)"]
+
+
 # -- figures and documents ---------------------------------------------------------------------
 
 
