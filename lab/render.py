@@ -274,8 +274,12 @@ def _shared_hba() -> str:
 
 def _shared_ini(cfg: LabConfig, secrets: Secrets, mode: str) -> str:
     port = SESSION_CONTAINER_PORT if mode == "session" else TRANSACTION_CONTAINER_PORT
+    extra: list[str] = []
     if cfg.pool_sharing == "shared":
         target = f"host=127.0.0.1 port={SHARED_INNER_PORT}"
+        # An idle outer server connection still holds a slot of the shared inner pool: give it
+        # back within a second so the other mode can use it.
+        extra = ["server_idle_timeout = 1"]
     else:
         target = f"host=db port={DB_CONTAINER_PORT}"
     lines = [
@@ -295,6 +299,7 @@ def _shared_ini(cfg: LabConfig, secrets: Secrets, mode: str) -> str:
         f"auth_dbname = {TENANT_DB}",
         # Supavisor supports named prepared statements only behind a flag (off by default).
         "max_prepared_statements = 0",
+        *extra,
     ]
     return "\n".join(lines) + "\n"
 

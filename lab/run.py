@@ -150,7 +150,16 @@ class Targets:
     image_tag: str | None = None
 
 
-def resolve_targets(spec: RunSpec) -> Targets:
+def _check_schedule(params: dict[str, Any]) -> None:
+    """Refuse an impossible arrival schedule here, not inside Locust after start-up."""
+    from lab import schedule
+
+    for prefix in ("", "serverless_", "persistent_"):
+        if f"{prefix}spike_rate" in params or f"{prefix}base_rate" in params:
+            schedule.from_params(params, prefix=prefix)
+
+
+def resolve_targets(spec: RunSpec, endpoints: tuple[str, ...] = ()) -> Targets:
     from lab import sampler
 
     if spec.target:
@@ -177,7 +186,7 @@ def resolve_targets(spec: RunSpec) -> Targets:
     cfg, state, containers = stack.require_running(spec.lab_name)
     eps = connect.endpoints(cfg, containers)
     lab_secrets = state.secrets()
-    unknown = [e for e in spec.endpoints if e not in eps]
+    unknown = [e for e in endpoints if e not in eps]
     if unknown:
         raise ConfigError(f"unknown endpoint {unknown[0]!r}",
                           fix=f"use one of {', '.join(eps)} or all")
@@ -212,7 +221,8 @@ def run(spec: RunSpec, progress: Progress | None = None, log: Log = print) -> Ru
     if users < 1:
         raise ConfigError(f"--users {users} is below 1", fix="use --users 1 or more")
     spawn_rate = spec.spawn_rate or float(users)
-    targets = resolve_targets(spec)
+    _check_schedule(params)
+    targets = resolve_targets(spec, endpoints)
 
     run_id = spec.run_id or new_run_id(scenario.name)
     run_dir = spec.reports_dir / run_id
@@ -246,8 +256,7 @@ def run(spec: RunSpec, progress: Progress | None = None, log: Log = print) -> Ru
                 spec, scenario, params, endpoint, users, spawn_rate, targets, run_dir, sampler,
                 watcher, live, progress)
             segment.update(ended_at=_iso(time.time()), locust_exit=exit_code,
-                           interrupted=seg_interrupted,
-                           spikes=_spikes(run_dir, endpoint))
+                           interrupted=seg_interrupted, **_schedule_facts(run_dir, endpoint))
             _write_manifest(run_dir, manifest)
             if seg_interrupted:
                 interrupted = True
@@ -409,14 +418,20 @@ class _SampleWatcher:
         return self.requests, self.errors
 
 
-def _spikes(run_dir: Path, endpoint: str) -> list[list[float]]:
-    """Spike windows the Locust processes recorded for this endpoint (the first process's)."""
+def _schedule_facts(run_dir: Path, endpoint: str) -> dict[str, Any]:
+    """Spike windows (the first process's: all share them) and the arrivals still queued when
+    the load stopped (summed over processes; they have no sample row) for one endpoint."""
+    spikes: list[list[float]] | None = None
+    unserved = 0
     for path in sorted((run_dir / "schedule").glob(f"{endpoint}-*.json")):
         try:
-            return json.loads(path.read_text()).get("spikes", [])
+            data = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError):
             continue
-    return []
+        if spikes is None:
+            spikes = data.get("spikes", [])
+        unserved += sum(int(v) for v in (data.get("unserved") or {}).values())
+    return {"spikes": spikes or [], "unserved": unserved}
 
 
 # -- the manifest ------------------------------------------------------------------------------

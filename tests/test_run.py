@@ -1,0 +1,200 @@
+"""`lab run` for real: Locust child processes, the connection sampler and the run directory,
+judged by what a user finds in reports/<run-id>/. One small lab (max_connections 20, pool size
+3, query_wait_timeout 5 s) serves the module; every run lasts a few seconds."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pyarrow.compute as pc
+import pytest
+
+from lab import samples
+from tests.conftest import LAB, ROOT
+
+pytestmark = [pytest.mark.stack, pytest.mark.timeout(300)]
+
+MAX_CONNECTIONS, POOL_SIZE = 20, 3
+BURST = ["-P", "base_rate=30", "-P", "spike_rate=150", "-P", "spike_every=3",
+         "-P", "spike_length=1.5", "-P", "spike_offset=0.5", "-P", "hold_ms=150"]
+
+
+@pytest.fixture(scope="module")
+def lab(lab_factory):
+    return lab_factory("--max-connections", str(MAX_CONNECTIONS), "--pool-size", str(POOL_SIZE),
+                       "--query-wait-timeout", "5")
+
+
+def run_dir_of(proc) -> Path:
+    return Path(proc.stdout.strip().splitlines()[-1])
+
+
+def lab_run(lab, tmp_path, *args) -> Path:
+    proc = lab.cli("run", *args, "--reports-dir", str(tmp_path), timeout=200)
+    path = run_dir_of(proc)
+    assert path.is_dir() and path.parent == tmp_path
+    return path
+
+
+def connection_records(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "connections.jsonl").read_text().splitlines()]
+
+
+def no_secret_in(run_dir: Path, secrets: list[str]) -> None:
+    for path in run_dir.rglob("*"):
+        if path.is_file():
+            data = path.read_bytes()
+            for secret in secrets:
+                assert secret.encode() not in data, path
+
+
+def lab_secrets(lab) -> list[str]:
+    data = json.loads((lab.home / lab.name / "secrets.json").read_text())
+    return [data["postgres_password"], data["pgbouncer_password"], data["admin_password"]]
+
+
+def segment_window(manifest: dict, endpoint: str) -> tuple[float, float]:
+    from datetime import datetime
+
+    seg = next(s for s in manifest["segments"] if s["endpoint"] == endpoint)
+    return (datetime.fromisoformat(seg["started_at"]).timestamp(),
+            datetime.fromisoformat(seg["ended_at"]).timestamp())
+
+
+def test_bursts_exhaust_direct_but_not_the_transaction_pooler(lab, tmp_path):
+    run_dir = lab_run(lab, tmp_path, "serverless-burst", "-e", "direct", "-e", "transaction",
+                      "--duration", "6s", "--cooldown", "2s", "--users", "40", *BURST)
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["format"] == "manifest/1" and manifest["interrupted"] is False
+    assert [s["endpoint"] for s in manifest["segments"]] == ["direct", "transaction"]
+    assert all(s["spikes"] for s in manifest["segments"])
+    assert manifest["lab"]["max_connections"] == MAX_CONNECTIONS
+    assert "lab run serverless-burst --endpoint direct --endpoint transaction" in \
+        manifest["reproduce"]
+    assert (run_dir / "requests.parquet").exists() and not (run_dir / "requests").exists()
+    assert list((run_dir / "locust").glob("direct_stats*.csv"))
+    no_secret_in(run_dir, lab_secrets(lab))
+
+    table = samples.read_requests(run_dir)
+    by_endpoint = {}
+    for endpoint in ("direct", "transaction"):
+        rows = table.filter(pc.equal(table.column("endpoint"), endpoint))
+        by_endpoint[endpoint] = rows
+        assert rows.num_rows > 50, endpoint
+    direct_errors = by_endpoint["direct"].filter(pc.invert(by_endpoint["direct"].column("ok")))
+    assert "too_many_clients" in direct_errors.column("error_class").to_pylist()
+    assert pc.all(by_endpoint["transaction"].column("ok")).as_py()
+
+    # While the transaction segment ran, Postgres held at most POOL_SIZE backends from the
+    # shared pooler host, whatever the number of clients.
+    start, end = segment_window(manifest, "transaction")
+    pg = [r for r in connection_records(run_dir)
+          if r["target"] == "postgres" and r["ok"] and start <= r["t"] <= end]
+    assert pg, "no Postgres samples during the transaction segment"
+    assert max(r["by_origin"].get("shared", 0) for r in pg) <= POOL_SIZE
+    tx = [r for r in connection_records(run_dir)
+          if r["target"] == "transaction" and r["ok"] and start <= r["t"] <= end]
+    assert max(r["pools"]["cl_active"] + r["pools"]["cl_waiting"] for r in tx) > POOL_SIZE
+
+
+def test_session_mode_makes_extra_invocations_wait(lab, tmp_path):
+    run_dir = lab_run(lab, tmp_path, "serverless-burst", "-e", "session", "--duration", "6s",
+                      "--users", "15", *BURST)
+    records = [r for r in connection_records(run_dir) if r["target"] == "session" and r["ok"]]
+    assert max(r["pools"]["cl_waiting"] for r in records) > 0  # the sampler saw the queue
+    assert max(r["pools"]["sv_active"] for r in records) <= POOL_SIZE
+    table = samples.read_requests(run_dir)
+    waited = pc.max(table.column("total_ms")).as_py()
+    assert waited > 300  # far beyond one invocation's 150 ms hold: the queue, in the samples
+
+
+def test_target_uri_and_several_workers(lab, tmp_path):
+    direct = lab.connect()["direct"]
+    run_dir = lab_run(lab, tmp_path, "serverless-burst", "--target", direct["bench_uri"],
+                      "--workers", "2", "--duration", "5s", "--users", "4",
+                      "-P", "spike_every=0", "-P", "base_rate=20", "-P", "hold_ms=0")
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["lab"] is None and list(manifest["endpoints"]) == ["target"]
+    assert "[YOUR-PASSWORD]" in manifest["endpoints"]["target"]["uri"]
+    table = samples.read_requests(run_dir)
+    assert set(table.column("endpoint").to_pylist()) == {"target"}
+    assert len(set(table.column("worker").to_pylist())) == 2
+    assert table.num_rows > 40
+    assert any(r["target"] == "postgres" and r["ok"] for r in connection_records(run_dir))
+    no_secret_in(run_dir, lab_secrets(lab))
+
+
+def locust_processes(run_dir: Path) -> list[int]:
+    found = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                cmdline = (proc / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if str(run_dir).encode() in cmdline:
+                found.append(int(proc.name))
+    return found
+
+
+def start_run(lab, tmp_path, *args) -> subprocess.Popen:
+    env = dict(os.environ, POOLER_LAB_HOME=str(lab.home), NO_COLOR="1")
+    return subprocess.Popen([*LAB, "run", *args, "--name", lab.name, "--reports-dir",
+                             str(tmp_path)], env=env, cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+
+
+def test_ctrl_c_keeps_what_was_measured_and_leaves_no_locust_behind(lab, tmp_path):
+    proc = start_run(lab, tmp_path, "persistent-server", "-e", "transaction",
+                     "--duration", "60s", "--users", "2", "-P", "rate_per_server=50")
+    time.sleep(8)
+    proc.send_signal(signal.SIGINT)  # what a terminal's Ctrl-C sends to the lab process
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    run_dir = Path(out.strip().splitlines()[-1])
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["interrupted"] is True and manifest["ended_at"]
+    table = samples.read_requests(run_dir)
+    assert table.num_rows > 50
+    assert connection_records(run_dir)
+    assert locust_processes(run_dir) == []
+
+
+def test_a_pooler_stopped_mid_run_is_survived_by_load_and_sampler(lab, tmp_path):
+    from lab import engine
+
+    proc = start_run(lab, tmp_path, "persistent-server", "-e", "transaction",
+                     "--duration", "16s", "--users", "2", "-P", "rate_per_server=30",
+                     "-P", "checkout_timeout=2", "-P", "connect_timeout=2")
+    pooler = engine.container(f"pooler-lab-{lab.name}", "pooler")
+    try:
+        time.sleep(5)
+        stopped_at = time.time()
+        pooler.stop(timeout=2)
+        time.sleep(3)
+        pooler.start()
+        restarted_at = time.time()
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        pooler.reload()
+        if pooler.status != "running":
+            pooler.start()
+    assert proc.returncode == 0, err
+    run_dir = Path(out.strip().splitlines()[-1])
+    table = samples.read_requests(run_dir)
+    classes = set(table.filter(pc.invert(table.column("ok"))).column("error_class").to_pylist())
+    assert classes & {"network", "pool_timeout"}, classes
+    late = table.filter(pc.greater(table.column("start"), restarted_at + 3))
+    assert late.num_rows > 0 and pc.any(late.column("ok")).as_py()  # the load went on
+    records = [r for r in connection_records(run_dir) if r["target"] == "transaction"]
+    gap = [r for r in records if not r["ok"] and r["t"] >= stopped_at]
+    after = [r for r in records if r["ok"] and r["t"] > restarted_at]
+    assert gap and after  # the sampler recorded the gap and kept sampling
