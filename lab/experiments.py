@@ -252,16 +252,8 @@ class Context:
     # the pooler's view ---------------------------------------------------------------------
     def pools(self, endpoint: str) -> dict[str, int]:
         """SHOW POOLS summed over the pools of user databases, read by column name."""
-        rows = [r for r in pg.rows(self.admin(endpoint), "SHOW POOLS")
-                if r.get("database") != "pgbouncer"]
-        cols = ("cl_active", "cl_waiting", "sv_active", "sv_idle", "sv_used", "sv_tested",
-                "sv_login")
-        summary = {c: sum(int(r.get(c) or 0) for r in rows) for c in cols}
-        summary["maxwait_us"] = max(
-            (int(r.get("maxwait") or 0) * 1_000_000 + int(r.get("maxwait_us") or 0)
-             for r in rows), default=0)
-        summary["servers"] = sum(summary[c] for c in cols if c.startswith("sv_"))
-        return summary
+        return {k: int(v) for k, v in pg.pool_summary(self.admin(endpoint)).items()
+                if k != "maxwait_s"}
 
     def config_value(self, endpoint: str, key: str) -> str:
         for row in pg.rows(self.admin(endpoint), "SHOW CONFIG"):
@@ -305,18 +297,12 @@ class Context:
 
     def drain(self, endpoint: str) -> None:
         """Close the pooler's server connections and wait until it holds none."""
-        self.reconnect(endpoint)
-        deadline = time.monotonic() + DRAIN_TIMEOUT_S
-        while True:
+        if pg.drain_pooler(self.admin(endpoint), DRAIN_TIMEOUT_S):
             pools = self.pools(endpoint)
-            if pools["servers"] == 0:
-                return
-            if time.monotonic() > deadline:
-                raise ExperimentSetupError(
-                    f"the {endpoint} pooler still holds {pools['servers']} server connection(s)"
-                    f" for {pools['cl_active']} other client(s)",
-                    fix="run experiments on an idle lab (stop load runs and psql sessions)")
-            time.sleep(0.05)
+            raise ExperimentSetupError(
+                f"the {endpoint} pooler still holds {pools['servers']} server connection(s)"
+                f" for {pools['cl_active']} other client(s)",
+                fix="run experiments on an idle lab (stop load runs and psql sessions)")
 
     # Postgres' view ------------------------------------------------------------------------
     def backends_by_origin(self, conn) -> dict[str, dict[str, int]]:

@@ -9,6 +9,7 @@ imported where Locust already is. Load users import psycopg through ``lab.users`
 from __future__ import annotations
 
 import sys
+import time
 
 if "locust" in sys.modules or "gevent.monkey" in sys.modules:  # pragma: no cover - guard
     raise ImportError(
@@ -54,3 +55,37 @@ def rows(conn: psycopg.Connection, query: str, params=None) -> list[dict[str, ob
             return []
         names = [d.name for d in cur.description]
         return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+
+# -- PgBouncer admin consoles ------------------------------------------------------------------
+
+POOL_COLUMNS = ("cl_active", "cl_waiting", "sv_active", "sv_idle", "sv_used", "sv_tested",
+                "sv_login")
+
+
+def pool_summary(conn: psycopg.Connection) -> dict[str, float]:
+    """SHOW POOLS summed over every pool but the admin console's, read by column name.
+
+    ``servers`` is every server connection the pooler holds; ``maxwait_us`` / ``maxwait_s``
+    the longest a client has been queueing."""
+    pools = [r for r in rows(conn, "SHOW POOLS") if r.get("database") != "pgbouncer"]
+    summary: dict[str, float] = {c: sum(int(r.get(c) or 0) for r in pools)
+                                 for c in POOL_COLUMNS}
+    maxwait_us = max((int(r.get("maxwait") or 0) * 1_000_000 + int(r.get("maxwait_us") or 0)
+                      for r in pools), default=0)
+    summary["maxwait_us"] = maxwait_us
+    summary["maxwait_s"] = maxwait_us / 1e6
+    summary["servers"] = sum(summary[c] for c in POOL_COLUMNS if c.startswith("sv_"))
+    return summary
+
+
+def drain_pooler(conn: psycopg.Connection, timeout_s: float = 10.0) -> int:
+    """RECONNECT: close the pooler's server connections (idle ones now, busy ones when their
+    client releases them); wait until it holds none. Returns how many are left."""
+    rows(conn, "RECONNECT")
+    deadline = time.monotonic() + timeout_s
+    while True:
+        left = int(pool_summary(conn)["servers"])
+        if left == 0 or time.monotonic() > deadline:
+            return left
+        time.sleep(0.05)

@@ -33,8 +33,6 @@ from lab.state import Secrets
 
 FORMAT = "connections/1"
 SAMPLER_APP = "pooler-lab-sampler"
-POOL_COLUMNS = ("cl_active", "cl_waiting", "sv_active", "sv_idle", "sv_used", "sv_tested",
-                "sv_login")
 STATS_COLUMNS = ("total_xact_count", "total_query_count", "total_received", "total_sent",
                  "total_xact_time", "total_query_time", "total_wait_time",
                  "total_server_assignment_count")
@@ -136,11 +134,8 @@ class _TargetProbe:
                 by_origin[g["origin"]] = by_origin.get(g["origin"], 0) + int(g["n"])
             return {"total": sum(by_origin.values()), "by_origin": by_origin,
                     "groups": [{**g, "n": int(g["n"])} for g in groups]}
-        pools = [r for r in pg.rows(self.conn, "SHOW POOLS") if r.get("database") != "pgbouncer"]
-        summary = {col: sum(int(r.get(col) or 0) for r in pools) for col in POOL_COLUMNS}
-        summary["maxwait_s"] = max(
-            (int(r.get("maxwait") or 0) + int(r.get("maxwait_us") or 0) / 1e6 for r in pools),
-            default=0.0)
+        summary = pg.pool_summary(self.conn)
+        summary = {k: summary[k] for k in (*pg.POOL_COLUMNS, "maxwait_s")}
         stats_rows = [r for r in pg.rows(self.conn, "SHOW STATS")
                       if r.get("database") != "pgbouncer"]
         stats = {col: sum(int(r.get(col) or 0) for r in stats_rows)
