@@ -471,6 +471,45 @@ def report(run_dir, compare_dir):
     term.note(f"{len(paths.figures) // 2} figures (PNG and SVG) in {paths.directory / 'figures'}")
 
 
+@cli.command()
+@click.option("--quick", is_flag=True,
+              help="Short segments: the whole bench in under 3 minutes (demos, workshops).")
+@click.option("--duration", help="Load time per segment (default 12s with --quick, else 60s).")
+@click.option("--cooldown", help="Pause between segments (default 2s with --quick, else 10s).")
+@click.option("--seed", type=int, default=1, show_default=True,
+              help="Seed of the arrival schedules, the same for every endpoint.")
+@click.option("--workers", type=int, default=1, show_default=True,
+              help="Locust processes on this machine.")
+@click.option("--reports-dir", type=click.Path(path_type=Path, file_okay=False),
+              default=Path("reports"), show_default=True, help="Where the run is written.")
+@name_option
+def bench(quick, duration, cooldown, seed, workers, reports_dir, name):
+    """The headline comparison: serverless bursts and persistent servers on all four endpoints.
+
+    One run directory and one report; prints the report's path as the last line.
+    """
+    from lab import run as runmod
+    from lab.report import build_report
+
+    printer = term.Progress()
+    try:
+        result = runmod.bench(
+            quick, duration_s=runmod.parse_duration(duration) if duration else None,
+            cooldown_s=runmod.parse_duration(cooldown) if cooldown not in (None, "0", "0s")
+            else (0.0 if cooldown else None),
+            seed=seed, workers=workers, lab_name=name, reports_dir=reports_dir,
+            progress=_show_live(printer), log=_progress)
+    finally:
+        printer.done()
+    term.info(f"{result.requests} requests, {result.errors} errors in {result.run_dir}")
+    paths = build_report(result.run_dir)
+    term.info(str(paths.markdown))
+    click.echo(str(paths.html))
+    if result.interrupted:
+        term.warn("interrupted: the report covers what was measured")
+        sys.exit(130)
+
+
 # -- entry point ---------------------------------------------------------------------------
 
 

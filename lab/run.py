@@ -57,6 +57,9 @@ class RunSpec:
     reports_dir: Path = Path("reports")
     sample_interval_s: float = 0.5
     run_id: str | None = None
+    # Close the lab poolers' server connections before each segment, so idle backends pooled
+    # for one endpoint do not eat into the next one's max_connections.
+    reset_poolers: bool = True
 
 
 @dataclass
@@ -210,24 +213,47 @@ def resolve_targets(spec: RunSpec, endpoints: tuple[str, ...] = ()) -> Targets:
 # -- the run ---------------------------------------------------------------------------------
 
 
-def run(spec: RunSpec, progress: Progress | None = None, log: Log = print) -> RunResult:
-    """Run the scenario against each endpoint in turn; return the run directory."""
-    scenario = scenarios.resolve(spec.scenario)
-    params = scenario.coerce(spec.params)
-    endpoints = ("target",) if spec.target else _expand(spec.endpoints)
-    if spec.workers < 1:
-        raise ConfigError(f"--workers {spec.workers} is below 1", fix="use --workers 1 or more")
-    users = spec.users or scenario.default_users
+@dataclass(frozen=True)
+class Leg:
+    """One scenario of a run, with its parameters and load; a run has one, `lab bench` two."""
+
+    scenario: Any  # lab.scenarios.Scenario
+    params: dict[str, Any]
+    users: int
+    spawn_rate: float
+
+
+def make_leg(scenario_name: str, raw_params: dict[str, str], users: int | None,
+             spawn_rate: float | None) -> Leg:
+    scenario = scenarios.resolve(scenario_name)
+    params = scenario.coerce(raw_params)
+    users = users or scenario.default_users
     if users < 1:
         raise ConfigError(f"--users {users} is below 1", fix="use --users 1 or more")
-    spawn_rate = spec.spawn_rate or float(users)
     _check_schedule(params)
-    targets = resolve_targets(spec, endpoints)
+    return Leg(scenario, params, users, spawn_rate or float(users))
 
-    run_id = spec.run_id or new_run_id(scenario.name)
+
+def run(spec: RunSpec, progress: Progress | None = None, log: Log = print) -> RunResult:
+    """Run the scenario against each endpoint in turn; return the run directory."""
+    leg = make_leg(spec.scenario, spec.params, spec.users, spec.spawn_rate)
+    endpoints = ("target",) if spec.target else _expand(spec.endpoints)
+    command = reproduce_argv(spec, leg.scenario, leg.params, endpoints, leg.users,
+                             leg.spawn_rate)
+    return execute(spec, [leg], endpoints, command, progress, log)
+
+
+def execute(spec: RunSpec, legs: list[Leg], endpoints: tuple[str, ...], command: list[str],
+            progress: Progress | None = None, log: Log = print) -> RunResult:
+    """Each leg against each endpoint in turn, into one run directory."""
+    if spec.workers < 1:
+        raise ConfigError(f"--workers {spec.workers} is below 1", fix="use --workers 1 or more")
+    targets = resolve_targets(spec, endpoints)
+    name = " + ".join(leg.scenario.name for leg in legs)
+    run_id = spec.run_id or new_run_id("bench" if len(legs) > 1 else name)
     run_dir = spec.reports_dir / run_id
     (run_dir / "locust").mkdir(parents=True, exist_ok=False)
-    manifest = _manifest(spec, scenario, params, endpoints, users, spawn_rate, targets, run_id)
+    manifest = _manifest(spec, legs, endpoints, targets, run_id, command)
     _write_manifest(run_dir, manifest)
 
     from lab import sampler as samplermod
@@ -243,23 +269,19 @@ def run(spec: RunSpec, progress: Progress | None = None, log: Log = print) -> Ru
     manifest["started_at"] = _iso(time.time())
     try:
         sampler.start()
-        for index, endpoint in enumerate(endpoints):
-            if index and spec.cooldown_s > 0:
-                log(f"cooldown {spec.cooldown_s:.0f} s")
-                time.sleep(spec.cooldown_s)
-            segment = {"endpoint": endpoint, "started_at": _iso(time.time())}
-            manifest["segments"].append(segment)
-            _write_manifest(run_dir, manifest)
-            log(f"{scenario.name} -> {endpoint}: {users} users, {spec.duration_s:.0f} s"
-                + (f", {spec.workers} workers" if spec.workers > 1 else ""))
-            exit_code, seg_interrupted = _run_segment(
-                spec, scenario, params, endpoint, users, spawn_rate, targets, run_dir, sampler,
-                watcher, live, progress)
-            segment.update(ended_at=_iso(time.time()), locust_exit=exit_code,
-                           interrupted=seg_interrupted, **_schedule_facts(run_dir, endpoint))
-            _write_manifest(run_dir, manifest)
-            if seg_interrupted:
-                interrupted = True
+        first = True
+        for leg in legs:
+            for endpoint in endpoints:
+                if not first and spec.cooldown_s > 0:
+                    log(f"cooldown {spec.cooldown_s:.0f} s")
+                    time.sleep(spec.cooldown_s)
+                first = False
+                seg_interrupted = _segment(spec, leg, endpoint, targets, run_dir, manifest,
+                                           sampler, watcher, live, progress, log)
+                if seg_interrupted:
+                    interrupted = True
+                    break
+            if interrupted:
                 break
     except KeyboardInterrupt:
         interrupted = True
@@ -268,6 +290,44 @@ def run(spec: RunSpec, progress: Progress | None = None, log: Log = print) -> Ru
         _finish(run_dir, manifest, started, interrupted, targets, log)
     requests, errors = watcher.totals(final=True)
     return RunResult(run_dir=run_dir, interrupted=interrupted, requests=requests, errors=errors)
+
+
+def _segment(spec: RunSpec, leg: Leg, endpoint: str, targets: Targets, run_dir: Path,
+             manifest: dict[str, Any], sampler, watcher, live: Live,
+             progress: Progress | None, log: Log) -> bool:
+    segment: dict[str, Any] = {"scenario": leg.scenario.name, "endpoint": endpoint}
+    if spec.reset_poolers:
+        segment["poolers_reset"] = reset_poolers(targets, log)
+    segment["started_at"] = _iso(time.time())
+    manifest["segments"].append(segment)
+    _write_manifest(run_dir, manifest)
+    log(f"{leg.scenario.name} -> {endpoint}: {leg.users} users, {spec.duration_s:.0f} s"
+        + (f", {spec.workers} workers" if spec.workers > 1 else ""))
+    exit_code, interrupted = _run_segment(spec, leg, endpoint, targets, run_dir, sampler,
+                                          watcher, live, progress)
+    segment.update(ended_at=_iso(time.time()), locust_exit=exit_code, interrupted=interrupted,
+                   **_schedule_facts(run_dir, endpoint, leg.scenario.name))
+    _write_manifest(run_dir, manifest)
+    return interrupted
+
+
+def reset_poolers(targets: Targets, log: Log) -> dict[str, int]:
+    """Drain every lab PgBouncer (RECONNECT, wait for no server connection); report leftovers."""
+    from lab import pg
+
+    left: dict[str, int] = {}
+    for t in targets.sampler_targets:
+        if t.kind != "pgbouncer":
+            continue
+        try:
+            with pg.admin_connect(t.host, t.port, t.user, targets.sampler_passwords[t.name]) as c:
+                left[t.name] = pg.drain_pooler(c, timeout_s=10)
+        except pg.Error as exc:
+            left[t.name] = -1
+            log(f"could not reset the {t.name} pooler: {str(exc).strip()[:120]}")
+        if left[t.name] > 0:
+            log(f"the {t.name} pooler still holds {left[t.name]} server connections")
+    return left
 
 
 def _expand(endpoints: tuple[str, ...]) -> tuple[str, ...]:
@@ -282,10 +342,12 @@ def _expand(endpoints: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(result)
 
 
-def _run_segment(spec, scenario, params, endpoint, users, spawn_rate, targets: Targets,
-                 run_dir: Path, sampler, watcher, live: Live,
+def _run_segment(spec: RunSpec, leg: Leg, endpoint: str, targets: Targets, run_dir: Path,
+                 sampler, watcher, live: Live,
                  progress: Progress | None) -> tuple[int | None, bool]:
-    argv = locust_argv(spec, scenario.path, endpoint, users, spawn_rate, run_dir)
+    scenario, params = leg.scenario, leg.params
+    argv = locust_argv(spec, scenario.path, f"{scenario.name}.{endpoint}", leg.users,
+                       leg.spawn_rate, run_dir)
     env = dict(os.environ)
     env.update(
         LAB_RUN_DIR=str(run_dir.resolve()),
@@ -298,7 +360,7 @@ def _run_segment(spec, scenario, params, endpoint, users, spawn_rate, targets: T
         LAB_WORKERS=str(spec.workers),
         PYTHONUNBUFFERED="1",
     )
-    log_path = run_dir / "locust" / f"{endpoint}.log"
+    log_path = run_dir / "locust" / f"{scenario.name}.{endpoint}.log"
     with open(log_path, "w") as log_file:
         child = subprocess.Popen(argv, env=env, stdout=log_file, stderr=subprocess.STDOUT,
                                  stdin=subprocess.DEVNULL, start_new_session=True,
@@ -324,15 +386,15 @@ def _run_segment(spec, scenario, params, endpoint, users, spawn_rate, targets: T
     return exit_code, interrupted
 
 
-def locust_argv(spec: RunSpec, scenario_path: Path, endpoint: str, users: int,
+def locust_argv(spec: RunSpec, scenario_path: Path, segment: str, users: int,
                 spawn_rate: float, run_dir: Path) -> list[str]:
     argv = [sys.executable, "-m", "locust", "-f", str(scenario_path),
             "--users", str(users), "--spawn-rate", f"{spawn_rate:g}",
             "--run-time", f"{max(1, round(spec.duration_s))}s",
-            "--csv", str((run_dir / "locust" / endpoint).resolve()),
+            "--csv", str((run_dir / "locust" / segment).resolve()),
             "--stop-timeout", "10", "--loglevel", "WARNING",
             # Locust's --host is only shown in its UI; the real URI travels in LAB_TARGET_URI.
-            "--host", mask_uri(spec.target) if spec.target else f"lab:{endpoint}"]
+            "--host", mask_uri(spec.target) if spec.target else f"lab:{segment}"]
     if spec.ui:
         argv += ["--web-host", "127.0.0.1", "--web-port", str(spec.web_port), "--autostart",
                  "--autoquit", "10"]
@@ -418,9 +480,11 @@ class _SampleWatcher:
         return self.requests, self.errors
 
 
-def _schedule_facts(run_dir: Path, endpoint: str) -> dict[str, Any]:
+def _schedule_facts(run_dir: Path, endpoint: str, scenario: str) -> dict[str, Any]:
     """Spike windows (the first process's: all share them) and the arrivals still queued when
-    the load stopped (summed over processes; they have no sample row) for one endpoint."""
+    the load stopped (summed over processes; they have no sample row) for one segment. The
+    Locust processes name their files by endpoint; they are renamed to carry the scenario,
+    so the next leg on the same endpoint cannot be mistaken for this one."""
     spikes: list[list[float]] | None = None
     unserved = 0
     for path in sorted((run_dir / "schedule").glob(f"{endpoint}-*.json")):
@@ -428,6 +492,9 @@ def _schedule_facts(run_dir: Path, endpoint: str) -> dict[str, Any]:
             data = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError):
             continue
+        finally:
+            with contextlib.suppress(OSError):
+                path.rename(path.with_name(f"{scenario}.{path.name}"))
         if spikes is None:
             spikes = data.get("spikes", [])
         unserved += sum(int(v) for v in (data.get("unserved") or {}).values())
@@ -447,8 +514,21 @@ def _write_manifest(run_dir: Path, manifest: dict[str, Any]) -> None:
     os.replace(tmp, run_dir / "manifest.json")
 
 
-def _manifest(spec: RunSpec, scenario, params, endpoints, users, spawn_rate,
-              targets: Targets, run_id: str) -> dict[str, Any]:
+def _manifest(spec: RunSpec, legs: list[Leg], endpoints: tuple[str, ...], targets: Targets,
+              run_id: str, command: list[str]) -> dict[str, Any]:
+    one = legs[0]
+    if len(legs) == 1:
+        scenario = {"name": one.scenario.name, "file": _relative(one.scenario.path),
+                    "params": one.params, "seed": spec.seed}
+        load_users: Any = one.users
+        spawn: Any = one.spawn_rate
+    else:
+        scenario = {"name": " + ".join(leg.scenario.name for leg in legs),
+                    "file": ", ".join(_relative(leg.scenario.path) for leg in legs),
+                    "params": {leg.scenario.name: leg.params for leg in legs},
+                    "seed": spec.seed}
+        load_users = {leg.scenario.name: leg.users for leg in legs}
+        spawn = {leg.scenario.name: leg.spawn_rate for leg in legs}
     return {
         "format": MANIFEST_FORMAT,
         "run_id": run_id,
@@ -456,13 +536,15 @@ def _manifest(spec: RunSpec, scenario, params, endpoints, users, spawn_rate,
         "ended_at": None,
         "duration_s": None,
         "interrupted": True,  # until the run finishes normally
-        "command": reproduce_argv(spec, scenario, params, endpoints, users, spawn_rate),
+        "command": command,
         "reproduce": None,
         "lab_version": __version__,
         "git": _git_info(),
-        "scenario": {"name": scenario.name, "file": _relative(scenario.path),
-                     "params": params, "seed": spec.seed},
-        "load": {"users": users, "spawn_rate": spawn_rate, "workers": spec.workers,
+        "scenario": scenario,
+        "legs": [{"scenario": leg.scenario.name, "file": _relative(leg.scenario.path),
+                  "params": leg.params, "users": leg.users, "spawn_rate": leg.spawn_rate}
+                 for leg in legs],
+        "load": {"users": load_users, "spawn_rate": spawn, "workers": spec.workers,
                  "duration_s": spec.duration_s, "cooldown_s": spec.cooldown_s,
                  "ui": spec.ui},
         "lab": targets.lab,
@@ -492,6 +574,36 @@ def reproduce_argv(spec: RunSpec, scenario, params, endpoints, users, spawn_rate
     for key, value in params.items():
         argv += ["-P", f"{key}={value}"]
     return argv
+
+
+BENCH_SCENARIOS = ("serverless-burst", "persistent-server")
+QUICK_DURATION_S, QUICK_COOLDOWN_S = 12.0, 2.0
+FULL_DURATION_S, FULL_COOLDOWN_S = 60.0, 10.0
+
+
+def bench(quick: bool = False, *, duration_s: float | None = None,
+          cooldown_s: float | None = None, seed: int = 1, workers: int = 1,
+          lab_name: str = "default", reports_dir: Path = Path("reports"),
+          progress: Progress | None = None, log: Log = print) -> RunResult:
+    """The headline matrix: both workloads against all four endpoints, the same seed, one run
+    directory. --quick keeps every segment short enough for the whole bench to take under
+    three minutes (8 segments); the default is long enough to publish."""
+    duration = duration_s or (QUICK_DURATION_S if quick else FULL_DURATION_S)
+    cooldown = cooldown_s if cooldown_s is not None else (
+        QUICK_COOLDOWN_S if quick else FULL_COOLDOWN_S)
+    spec = RunSpec(scenario="bench", endpoints=ALL_ENDPOINTS, duration_s=duration,
+                   cooldown_s=cooldown, seed=seed, workers=workers, lab_name=lab_name,
+                   reports_dir=reports_dir)
+    legs = [make_leg(name, {}, None, None) for name in BENCH_SCENARIOS]  # scenario defaults
+    command = ["lab", "bench", "--duration", f"{duration:g}s", "--cooldown", f"{cooldown:g}s",
+               "--seed", str(seed)]
+    if quick:
+        command.insert(2, "--quick")
+    if workers > 1:
+        command += ["--workers", str(workers)]
+    if lab_name != "default":
+        command += ["--name", lab_name]
+    return execute(spec, legs, ALL_ENDPOINTS, command, progress, log)
 
 
 def _relative(path: Path) -> str:

@@ -77,7 +77,7 @@ def test_bursts_exhaust_direct_but_not_the_transaction_pooler(lab, tmp_path):
     assert "lab run serverless-burst --endpoint direct --endpoint transaction" in \
         manifest["reproduce"]
     assert (run_dir / "requests.parquet").exists() and not (run_dir / "requests").exists()
-    assert list((run_dir / "locust").glob("direct_stats*.csv"))
+    assert list((run_dir / "locust").glob("serverless-burst.direct_stats*.csv"))
     no_secret_in(run_dir, lab_secrets(lab))
 
     table = samples.read_requests(run_dir)
