@@ -17,7 +17,7 @@ from lab import users
 
 PARAMS = {
     "base_rate": {"default": 5.0, "help": "invocations per second between spikes"},
-    "spike_rate": {"default": 300.0, "help": "invocations per second during a spike"},
+    "spike_rate": {"default": 120.0, "help": "invocations per second during a spike"},
     "spike_every": {"default": 20.0, "help": "seconds from one spike start to the next (0: none)"},
     "spike_length": {"default": 5.0, "help": "seconds each spike lasts"},
     "spike_offset": {"default": 5.0, "help": "seconds from the start to the first spike"},
@@ -25,7 +25,7 @@ PARAMS = {
                  "help": "arrival process: seeded Poisson or evenly spaced"},
     "queries": {"default": 3, "help": "queries per invocation (SELECT $1::int + 1)"},
     "sleep_ms": {"default": 0.0, "help": "server-side work per invocation: one pg_sleep (ms)"},
-    "hold_ms": {"default": 200.0,
+    "hold_ms": {"default": 500.0,
                 "help": "client-side work while the connection stays open (ms)"},
     "prepare_threshold": {"default": None,
                           "help": "psycopg prepare_threshold: none = off on transaction "

@@ -21,7 +21,7 @@ def test_builtin_scenarios_are_listed_without_importing_locust():
     assert burst.builtin and burst.path.name == "serverless_burst.py"
     assert burst.description.startswith("Serverless functions in bursts")
     assert burst.default_users == 150
-    assert burst.params["spike_rate"].default == 300.0
+    assert burst.params["spike_rate"].default == 120.0
     assert burst.params["arrivals"].choices == ("poisson", "even")
     assert found["persistent-server"].default_users == 4
     for s in found.values():
@@ -50,7 +50,7 @@ def test_coerce_to_the_defaults_types():
     assert params["queries"] == 4 and isinstance(params["queries"], int)
     assert params["arrivals"] == "even"
     assert params["prepare_threshold"] == 0
-    assert params["hold_ms"] == 200.0  # defaults included
+    assert params["hold_ms"] == 500.0  # defaults included
     assert s.coerce({"prepare_threshold": "off"})["prepare_threshold"] == "off"
     assert s.coerce({"prepare_threshold": "none"})["prepare_threshold"] is None
     # typed values (LAB_PARAMS written by the orchestrator) pass through unchanged
