@@ -31,8 +31,10 @@ up: image
 	$(LAB) up
 
 ## demo: set up, bring the lab up, run the headline comparison and print the report's path
+# (CI may shorten it: make demo BENCH_ARGS="--duration 5s --cooldown 1s")
+BENCH_ARGS ?=
 demo: up
-	$(LAB) connect
+	$(LAB) bench --quick $(BENCH_ARGS)
 
 ## test: the whole suite, the real compose stack included
 test: image
