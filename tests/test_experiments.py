@@ -60,9 +60,7 @@ def journal(lab):
 
 def test_every_experiment_reaches_its_expected_outcome(lab, eps):
     assert_stock(lab, eps)
-    started = time.monotonic()
     proc = lab.cli("experiment", "run", "--all", "--json", timeout=150)
-    elapsed = time.monotonic() - started
     data = json.loads(proc.stdout)
     assert [e["name"] for e in data["experiments"]] == experiments.names()
     for e in data["experiments"]:
@@ -80,7 +78,6 @@ def test_every_experiment_reaches_its_expected_outcome(lab, eps):
     # The budget of this lab: 2 x 3 shared + 3 dedicated + 1 auth_query + 1 direct.
     assert by_name["backend-budget"]["total"]["observed"] == f"11 <= {MAX_CONNECTIONS}"
     assert "maxwait climbed" in by_name["idle-in-transaction"]["transaction"]["detail"]
-    assert elapsed < 90, f"the whole set took {elapsed:.0f} s"
     assert_stock(lab, eps)
 
 

@@ -144,11 +144,11 @@ def test_missing_run_dir_is_a_report_error(tmp_path):
         samples.read_requests(tmp_path / "nope")
 
 
-def test_a_million_rows_stay_small_and_fast(tmp_path):
+def test_a_million_rows_stay_small(tmp_path):
+    # Size only: how fast they load is measured by bench/report_1m.py, never asserted here.
     n = 1_000_000
     w = samples.ChunkWriter(tmp_path, worker=0, interval=3600)
     base = [row(i, ok=i % 50 != 0) for i in range(1000)]
-    started = time.perf_counter()
     for k in range(n // 1000):
         # 1000 distinct rows repeated with shifted starts: realistic repetition of strings
         w.rows.extend(r[:6] + (r[6] + k, r[7] + k) + r[8:] for r in base)
@@ -156,12 +156,7 @@ def test_a_million_rows_stay_small_and_fast(tmp_path):
             w.flush()
     w.close()
     samples.compact(tmp_path)
-    elapsed = time.perf_counter() - started
     size = (tmp_path / "requests.parquet").stat().st_size
-    started = time.perf_counter()
     table = samples.read_requests(tmp_path)
-    read_s = time.perf_counter() - started
     assert table.num_rows == n
     assert size < 30 * 1024 * 1024, size
-    assert read_s < 3.0, read_s
-    assert elapsed < 30.0, elapsed
