@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import functools
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -25,6 +26,7 @@ from lab.errors import ConfigError, DockerUnavailable, StackError
 from lab.state import LabState, known_labs, name_flag
 
 Log = Callable[[str], None]
+# How long `lab up` waits for every healthcheck; POOLER_LAB_UP_TIMEOUT overrides it (slow hosts).
 UP_TIMEOUT_S = 120
 SERVICES = ("db", "dedicated", "pooler")
 
@@ -199,9 +201,10 @@ def up(name: str = "default", config_path: Path | None = None,
     unchanged = previous == files["compose.env"] and len(running) == len(SERVICES)
     log(f"starting {cfg.project} ({cfg.tier}: max_connections {cfg.max_connections}, "
         f"pool size {cfg.pool_size}, max pooler clients {cfg.max_client_conn})")
+    wait_s = _up_timeout()
     try:
-        stack.compose("up", "--detach", "--wait", "--wait-timeout", str(UP_TIMEOUT_S),
-                      "--remove-orphans", timeout=UP_TIMEOUT_S + 60)
+        stack.compose("up", "--detach", "--wait", "--wait-timeout", str(wait_s),
+                      "--remove-orphans", timeout=wait_s + 60)
     except StackError as exc:
         detail = _failure_detail(stack)
         log_path = state.dir / "last-failure.log"
@@ -209,8 +212,20 @@ def up(name: str = "default", config_path: Path | None = None,
         stack.compose("down", "--remove-orphans", "--timeout", "5", check=False, timeout=120)
         raise StackError(f"{cfg.project} did not become healthy ({exc.message}); "
                          f"it was taken down again, logs in {log_path}",
-                         fix=f"lab doctor{name_flag(name)}") from None
+                         fix=f"read that log and run lab doctor{name_flag(name)}; on a slow "
+                             f"host: POOLER_LAB_UP_TIMEOUT=300 lab up{name_flag(name)}"
+                         ) from None
     return UpResult(cfg=cfg, image=tag, created=not unchanged)
+
+
+def _up_timeout() -> int:
+    value = os.environ.get("POOLER_LAB_UP_TIMEOUT", "")
+    if not value:
+        return UP_TIMEOUT_S
+    if not value.isdigit() or int(value) < 1:
+        raise ConfigError(f"POOLER_LAB_UP_TIMEOUT={value!r} is not a number of seconds",
+                          fix="unset it, or set it to e.g. 300")
+    return int(value)
 
 
 def _failure_detail(stack: Stack) -> str:

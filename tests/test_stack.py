@@ -4,9 +4,12 @@ them. One small lab (max_connections 20, pool size 3, max pooler clients 8) serv
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import socket
 import stat
 import threading
+import time
 
 import psycopg
 import pytest
@@ -206,10 +209,20 @@ def test_down_leaves_nothing_behind(lab_factory):
     extra = lab_factory()
     project = f"pooler-lab-{extra.name}"
     assert engine.project_resources(project)["containers"]
+    ep = extra.connect()["direct"]
+    with conn(ep) as c:
+        c.execute("create table kept (x int)")
+    password = extra.password
     extra.cli("down")
     left = engine.project_resources(project)
     assert left["containers"] == [] and left["networks"] == []
     assert left["volumes"] == [f"{project}_pgdata"]  # data kept unless --volumes
+    extra.cli("up", "--db-address", ep["host"], "--pooler-address",
+              extra.connect()["session"]["host"])
+    assert extra.password == password  # stable across down/up
+    with conn(extra.connect()["direct"]) as c:
+        assert c.execute("select count(*) from kept").fetchone() == (0,)
+    extra.cli("down")
     extra.cli("down", "--volumes")
     assert engine.project_resources(project) == {"containers": [], "networks": [],
                                                   "volumes": []}
@@ -222,3 +235,77 @@ def test_the_pooler_infrastructure_role_cannot_log_in_through_the_shared_pooler(
     with pytest.raises(psycopg.OperationalError) as caught:
         psycopg.connect(uri, connect_timeout=5)
     assert "login rejected" in str(caught.value)
+
+
+def test_lab_psql_opens_an_endpoint_with_or_without_a_host_psql(lab):
+    proc = lab.cli("psql", "transaction", "-Atc", "select current_user")
+    assert proc.stdout.strip() == "postgres"
+    # Without psql on the PATH the lab uses the one in the db container.
+    docker_dir = os.path.dirname(shutil.which("docker"))
+    proc = lab.cli("psql", "session", "-Atc", "select 41 + 1",
+                   env={"PATH": f"{docker_dir}:/nonexistent"})
+    assert proc.stdout.strip() == "42"
+    assert lab.password not in proc.stdout + proc.stderr
+
+
+def test_doctor_passes_on_a_running_lab_and_names_fixes_otherwise(lab, tmp_path):
+    proc = lab.cli("doctor")
+    assert proc.stdout.count("ok  ") >= 4 and "FAIL" not in proc.stdout
+    broken = lab.cli("doctor", check=False,
+                     env={"DOCKER_HOST": f"unix://{tmp_path}/nothing.sock"})
+    assert broken.returncode != 0 and "Traceback" not in broken.stderr
+    assert "FAIL Docker engine" in broken.stdout and "fix: start the Docker engine" in \
+        broken.stdout
+
+
+def test_extensions_and_roles_are_set_up_as_supabase_does(eps):
+    with conn(eps["direct"]) as c:
+        assert c.execute("show shared_preload_libraries").fetchone()[0] == "pg_stat_statements"
+        assert c.execute("select count(*) from pg_extension where extname = "
+                         "'pg_stat_statements'").fetchone()[0] == 1
+        secdef, config = c.execute(
+            "select prosecdef, proconfig from pg_proc where proname = 'get_auth' and "
+            "pronamespace = 'pgbouncer'::regnamespace").fetchone()
+        assert secdef is True and config == ['search_path=""']
+        assert c.execute("select has_function_privilege('pgbouncer', "
+                         "'pgbouncer.get_auth(text)', 'execute'), has_function_privilege("
+                         "'public', 'pgbouncer.get_auth(text)', 'execute')").fetchone() == (
+            True, False)
+
+
+def test_a_start_that_does_not_become_healthy_is_taken_down(lab):
+    from lab import engine
+
+    proc = lab_cli("up", "--name", "slow", "--db-address", "127.0.250.2", "--pooler-address",
+                   "127.0.250.3", home=lab.home, check=False,
+                   env={"POOLER_LAB_UP_TIMEOUT": "1"})
+    try:
+        assert proc.returncode == 4, proc.stderr
+        line = proc.stderr.strip().splitlines()[-1]
+        assert line.startswith("error: ") and "Traceback" not in proc.stderr
+        assert "did not become healthy" in line and "last-failure.log" in line
+        assert "POOLER_LAB_UP_TIMEOUT" in line
+        assert (lab.home / "slow" / "last-failure.log").exists()
+        left = engine.project_resources("pooler-lab-slow")
+        assert left["containers"] == [] and left["networks"] == []
+    finally:
+        lab_cli("down", "--name", "slow", "--volumes", home=lab.home, check=False)
+
+
+def test_shared_pool_sharing_caps_both_modes_together(lab_factory):
+    shared = lab_factory("--pool-sharing", "shared", "--pool-size", "2",
+                         "--query-wait-timeout", "3")
+    eps = shared.connect()
+    holders = [conn(eps["session"]), conn(eps["session"])]
+    try:
+        for c in holders:
+            c.execute("select 1")  # each session client now holds one of the 2 shared backends
+        with pytest.raises(psycopg.Error) as caught, conn(eps["transaction"]) as c:
+            c.execute("select 1")
+        assert "query_wait_timeout" in str(caught.value)
+    finally:
+        for c in holders:
+            c.close()
+    time.sleep(1.5)  # the outer poolers hand idle server connections back within a second
+    with conn(eps["transaction"]) as c:
+        assert c.execute("select 1").fetchone() == (1,)
