@@ -198,3 +198,46 @@ def test_a_pooler_stopped_mid_run_is_survived_by_load_and_sampler(lab, tmp_path)
     gap = [r for r in records if not r["ok"] and r["t"] >= stopped_at]
     after = [r for r in records if r["ok"] and r["t"] > restarted_at]
     assert gap and after  # the sampler recorded the gap and kept sampling
+
+
+def test_a_locustfile_of_ones_own_by_path_with_a_live_progress_line(lab, tmp_path):
+    probe = ROOT / "tests" / "locustfiles" / "session_probe.py"
+    proc = lab.cli("run", str(probe), "-e", "session", "--duration", "3s", "--users", "2",
+                   "-P", "query=select 2", "--reports-dir", str(tmp_path), timeout=120)
+    assert "req/s" in proc.stderr and "p95" in proc.stderr and "backends" in proc.stderr
+    run_dir = run_dir_of(proc)
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["scenario"]["name"] == "session-probe"
+    assert manifest["scenario"]["params"]["query"] == "select 2"
+    assert "tests/locustfiles/session_probe.py" in manifest["reproduce"]
+    table = samples.read_requests(run_dir)
+    assert table.num_rows > 10 and pc.all(table.column("ok")).as_py()
+    assert set(table.column("endpoint").to_pylist()) == {"session"}
+
+
+def test_the_locust_web_ui_serves_the_run(lab, tmp_path):
+    import socket
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = start_run(lab, tmp_path, "persistent-server", "-e", "direct", "--duration", "8s",
+                     "--users", "1", "--ui", "--web-port", str(port))
+    try:
+        page = None
+        for _ in range(40):
+            time.sleep(0.5)
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as resp:
+                    page = resp.read().decode(errors="replace")
+                    break
+            except OSError:
+                continue
+        assert page and "locust" in page.lower()
+        out, err = proc.communicate(timeout=90)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert samples.read_requests(Path(out.strip().splitlines()[-1])).num_rows > 0
