@@ -241,3 +241,24 @@ def test_the_locust_web_ui_serves_the_run(lab, tmp_path):
             proc.kill()
     assert proc.returncode == 0, err
     assert samples.read_requests(Path(out.strip().splitlines()[-1])).num_rows > 0
+
+
+def test_bench_writes_one_report_of_both_workloads_on_all_endpoints(lab, tmp_path):
+    proc = lab.cli("bench", "--quick", "--duration", "2s", "--cooldown", "0s",
+                   "--reports-dir", str(tmp_path), timeout=280)
+    html = Path(proc.stdout.strip().splitlines()[-1])
+    assert html.name == "report.html" and html.exists()
+    run_dir = html.parent
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["command"][:3] == ["lab", "bench", "--quick"]
+    assert [(s["scenario"], s["endpoint"]) for s in manifest["segments"]] == [
+        (scenario, endpoint) for scenario in ("serverless-burst", "persistent-server")
+        for endpoint in ("direct", "session", "transaction", "dedicated")]
+    assert all(s["poolers_reset"] == {"dedicated": 0, "session": 0, "transaction": 0}
+               for s in manifest["segments"])
+    table = samples.read_requests(run_dir)
+    pairs = {(r["scenario"], r["endpoint"]) for r in
+             table.select(["scenario", "endpoint"]).to_pylist()}
+    assert len(pairs) == 8
+    text = (run_dir / "report.md").read_text()
+    assert "### serverless-burst" in text and "### persistent-server" in text
