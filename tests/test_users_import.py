@@ -23,3 +23,21 @@ def test_lab_users_first_gets_a_cooperative_wait():
     proc = run("import lab.users, psycopg.waiting\nprint(psycopg.waiting.wait.__name__)")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() not in ("", "wait_c")
+
+
+def test_sleep_until_never_wakes_early_and_lets_others_run():
+    # Arrival times: sleep_until must not return before the due time (an early start would
+    # bend the schedule) and must yield to the other greenlets while it waits.
+    proc = run(
+        "import time, gevent, lab.users as u\n"
+        "ticks = []\n"
+        "g = gevent.spawn(lambda: [ticks.append(1) or gevent.sleep(0) for _ in range(10**6)])\n"
+        "early = 0\n"
+        "for delay in (0, 0.0003, 0.001, 0.0012, 0.002, 0.005, 0.02):\n"
+        "    due = time.perf_counter() + delay\n"
+        "    u.sleep_until(due)\n"
+        "    early += time.perf_counter() < due\n"
+        "g.kill()\n"
+        "print(early, len(ticks) > 0)")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["0", "True"]
