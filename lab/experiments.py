@@ -62,6 +62,8 @@ SAME, OTHER = "same-backend", "other-backend"
 LEAKED, ISOLATED = "leaked", "isolated"
 WORKS, MISSING = "works", "does-not-exist"
 NOT_DEFINED = "not-yet-defined"
+NOT_LOADED = "not-loaded"
+APPLIED = "applied"
 UNLOCKED, LOCK_LEAKED = "unlocked", "lock-leaked"
 RECEIVED, MISSED = "received", "missed"
 SERVED, STARVED = "served", "starved"
@@ -553,6 +555,23 @@ def _currval(ctx: Context) -> dict[str, Observation]:
             admin.execute(f"DROP SEQUENCE IF EXISTS {SEQUENCE}")
 
 
+STARTUP_TIMEOUT = "4321ms"
+# PgBouncer's text (client.c) for a parameter in options that it neither tracks nor ignores.
+STARTUP_REFUSED = "unsupported startup parameter in options: statement_timeout"
+
+
+@_per_lane
+def _startup_options(ctx: Context, lane: Lane) -> Observation:
+    try:
+        conn = ctx.connect(lane.endpoint, options=f"-c statement_timeout={STARTUP_TIMEOUT}")
+    except pg.Error as exc:  # refused at login: the pooler's own text is the outcome
+        return Observation(server_message(exc), f"at connect: {describe_error(exc)}")
+    _pid(conn)  # a transaction first, so a pooled backend is in use
+    value = conn.execute("show statement_timeout", prepare=False).fetchone()[0]
+    return Observation(APPLIED if value == STARTUP_TIMEOUT else LEAKED,
+                       f"statement_timeout = {value}")
+
+
 def _idle_in_transaction(ctx: Context, lane: Lane) -> Observation:
     holder = ctx.connect(lane.endpoint, autocommit=False)
     holder.execute("select 1")  # ... and never commits: idle in transaction
@@ -918,6 +937,44 @@ def _catalogue() -> list[Experiment]:
             run=_currval,
             settings=pool2,
             also_changes=f"creates sequence {SEQUENCE} and drops it after",
+        ),
+        Experiment(
+            name="load-library",
+            title="LOAD a library in one transaction, use it in the next",
+            question="LOAD 'auto_explain' in one transaction: are its settings there in the "
+                     "next one?",
+            why="LOAD brings a library into the backend that ran it, for that backend's "
+                "life. The next transaction may run on another backend, which never loaded "
+                "it: its settings are unknown there (42704).",
+            fix="Load libraries for every backend: session_preload_libraries (ALTER ROLE ... "
+                "SET session_preload_libraries) or shared_preload_libraries; or session mode / "
+                "direct.",
+            lanes=state_lanes,
+            expect={"direct": WORKS, "session": WORKS, "transaction": NOT_LOADED,
+                    "dedicated": NOT_LOADED},
+            run=_state_lost("LOAD 'auto_explain'", "SHOW auto_explain.log_min_duration",
+                            NOT_LOADED, "42704"),
+            settings=pool2,
+        ),
+        Experiment(
+            name="startup-options",
+            title="A setting in the connection string (options=-c ...)",
+            question=f"A client connects with options='-c statement_timeout={STARTUP_TIMEOUT}'"
+                     ": which endpoints accept it, and does the setting hold?",
+            why="Postgres applies startup options to the client's backend. A pooler shares "
+                "backends, so PgBouncer (1.20+) accepts in options only the parameters it "
+                "tracks per client and sets on whichever backend the client gets "
+                "(client_encoding, DateStyle, TimeZone, standard_conforming_strings, "
+                "application_name, plus track_extra_parameters: IntervalStyle by default) and "
+                "refuses any other at login, in session mode too.",
+            fix="ALTER ROLE ... SET statement_timeout (or ALTER DATABASE), SET LOCAL inside "
+                "each transaction, or add the parameter to PgBouncer's track_extra_parameters "
+                "(1.20+) where you run the pooler yourself.",
+            lanes=state_lanes,
+            expect={"direct": APPLIED, "session": STARTUP_REFUSED,
+                    "transaction": STARTUP_REFUSED, "dedicated": STARTUP_REFUSED},
+            run=_startup_options,
+            settings=pool2,
         ),
         Experiment(
             name="idle-in-transaction",

@@ -78,6 +78,10 @@ def test_every_experiment_reaches_its_expected_outcome(lab, eps):
     # The budget of this lab: 2 x 3 shared + 3 dedicated + 1 auth_query + 1 direct.
     assert by_name["backend-budget"]["total"]["observed"] == f"11 <= {MAX_CONNECTIONS}"
     assert "maxwait climbed" in by_name["idle-in-transaction"]["transaction"]["detail"]
+    # PgBouncer refuses an untracked parameter in options at login, in session mode too.
+    assert by_name["startup-options"]["session"]["observed"] == (
+        "unsupported startup parameter in options: statement_timeout")
+    assert by_name["startup-options"]["direct"]["detail"] == "statement_timeout = 4321ms"
     assert_stock(lab, eps)
 
 

@@ -24,8 +24,9 @@ SHARED = load_config("default", overrides={"pool_sharing": "shared"})
 def test_the_set_covers_every_pitfall_and_limit_of_the_brief():
     assert exp.names() == [
         "backend-identity", "set-leak", "sql-prepare", "protocol-prepared", "advisory-lock",
-        "listen-notify", "temp-table", "with-hold-cursor", "currval", "idle-in-transaction",
-        "max-client-conn", "max-connections", "session-exhaustion", "backend-budget",
+        "listen-notify", "temp-table", "with-hold-cursor", "currval", "load-library",
+        "startup-options", "idle-in-transaction", "max-client-conn", "max-connections",
+        "session-exhaustion", "backend-budget",
     ]
 
 
@@ -48,7 +49,7 @@ def test_every_experiment_is_complete(experiment):
 
 def test_transaction_poolers_are_expected_to_lose_session_state_that_direct_keeps():
     for name in ("sql-prepare", "temp-table", "with-hold-cursor", "currval", "advisory-lock",
-                 "listen-notify", "backend-identity"):
+                 "listen-notify", "backend-identity", "load-library"):
         expected = exp.get(name).expected(STOCK)
         assert expected["direct"] == expected["session"], name
         assert expected["transaction"] == expected["dedicated"] != expected["direct"], name
