@@ -30,7 +30,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 from lab import __version__, resources, samples, scenarios
 from lab.connect import MASK, EndpointInfo
-from lab.errors import ConfigError, LabError
+from lab.errors import ConfigError, LabError, RunError
 
 MANIFEST_FORMAT = "manifest/1"
 ALL_ENDPOINTS = ("direct", "session", "transaction", "dedicated")
@@ -265,6 +265,7 @@ def execute(spec: RunSpec, legs: list[Leg], endpoints: tuple[str, ...], command:
         out=run_dir / "connections.jsonl", interval=spec.sample_interval_s,
     )
     interrupted = False
+    failure: RunError | None = None
     started = time.perf_counter()
     manifest["started_at"] = _iso(time.time())
     try:
@@ -276,25 +277,29 @@ def execute(spec: RunSpec, legs: list[Leg], endpoints: tuple[str, ...], command:
                     log(f"cooldown {spec.cooldown_s:.0f} s")
                     time.sleep(spec.cooldown_s)
                 first = False
-                seg_interrupted = _segment(spec, leg, endpoint, targets, run_dir, manifest,
-                                           sampler, watcher, live, progress, log)
-                if seg_interrupted:
-                    interrupted = True
+                interrupted, failure = _segment(spec, leg, endpoint, targets, run_dir,
+                                                manifest, sampler, watcher, live, progress, log)
+                if interrupted or failure:
                     break
-            if interrupted:
+            if interrupted or failure:
                 break
     except KeyboardInterrupt:
         interrupted = True
     finally:
         sampler.stop()
         _finish(run_dir, manifest, started, interrupted, targets, log)
+    if failure is not None:
+        raise failure
     requests, errors = watcher.totals(final=True)
     return RunResult(run_dir=run_dir, interrupted=interrupted, requests=requests, errors=errors)
 
 
 def _segment(spec: RunSpec, leg: Leg, endpoint: str, targets: Targets, run_dir: Path,
              manifest: dict[str, Any], sampler, watcher, live: Live,
-             progress: Progress | None, log: Log) -> bool:
+             progress: Progress | None, log: Log) -> tuple[bool, RunError | None]:
+    """One scenario against one endpoint. Returns whether it was interrupted, and the error
+    when Locust stopped without running a single request (a locustfile it cannot load, a
+    bad option): the run stops there, its directory kept."""
     segment: dict[str, Any] = {"scenario": leg.scenario.name, "endpoint": endpoint}
     if spec.reset_poolers:
         segment["poolers_reset"] = reset_poolers(targets, log)
@@ -303,12 +308,34 @@ def _segment(spec: RunSpec, leg: Leg, endpoint: str, targets: Targets, run_dir: 
     _write_manifest(run_dir, manifest)
     log(f"{leg.scenario.name} -> {endpoint}: {leg.users} users, {spec.duration_s:.0f} s"
         + (f", {spec.workers} workers" if spec.workers > 1 else ""))
+    before = watcher.requests
     exit_code, interrupted = _run_segment(spec, leg, endpoint, targets, run_dir, sampler,
                                           watcher, live, progress)
     segment.update(ended_at=_iso(time.time()), locust_exit=exit_code, interrupted=interrupted,
                    **_schedule_facts(run_dir, endpoint, leg.scenario.name))
+    failure = None
+    # Locust exits 1 for failed requests too; only "non-zero and not one sample" means it
+    # never ran (its failed requests would have been recorded as error samples).
+    if not interrupted and exit_code != 0 and watcher.requests == before:
+        log_path = run_dir / "locust" / f"{leg.scenario.name}.{endpoint}.log"
+        said = _redact(_last_line(log_path), targets.secret_values)
+        segment["failed"] = said
+        failure = RunError(
+            f"Locust stopped without running a request against {endpoint} "
+            f"(exit {exit_code}): {said}; measured so far: {run_dir}",
+            fix=f"read {log_path}")
     _write_manifest(run_dir, manifest)
-    return interrupted
+    return interrupted, failure
+
+
+def _last_line(path: Path) -> str:
+    """The last meaningful line of a Locust log (its error), at most 300 characters."""
+    try:
+        lines = [ln.strip() for ln in path.read_text(errors="replace").splitlines()]
+    except OSError:
+        return "no log"
+    lines = [ln for ln in lines if ln and not ln.startswith("^")]
+    return (lines[-1] if lines else "no output")[:300]
 
 
 def reset_poolers(targets: Targets, log: Log) -> dict[str, int]:

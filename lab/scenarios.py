@@ -185,7 +185,8 @@ def available() -> list[Scenario]:
 def resolve(name_or_path: str | Path) -> Scenario:
     """A built-in scenario by name (``serverless-burst``), or any locustfile by path."""
     text = str(name_or_path)
-    path = Path(text).expanduser()
+    # Absolute: Locust runs in the run directory, where a relative path means nothing.
+    path = Path(text).expanduser().absolute()
     if text.endswith(".py") or "/" in text or path.is_file():
         if not path.is_file():
             raise ConfigError(f"locustfile {text} does not exist",

@@ -201,8 +201,9 @@ def test_a_pooler_stopped_mid_run_is_survived_by_load_and_sampler(lab, tmp_path)
 
 
 def test_a_locustfile_of_ones_own_by_path_with_a_live_progress_line(lab, tmp_path):
-    probe = ROOT / "tests" / "locustfiles" / "session_probe.py"
-    proc = lab.cli("run", str(probe), "-e", "session", "--duration", "3s", "--users", "2",
+    # Relative to where the user stands (lab_cli runs in ROOT), as a user would type it.
+    probe = "tests/locustfiles/session_probe.py"
+    proc = lab.cli("run", probe, "-e", "session", "--duration", "3s", "--users", "2",
                    "-P", "query=select 2", "--reports-dir", str(tmp_path), timeout=120)
     assert "req/s" in proc.stderr and "p95" in proc.stderr and "backends" in proc.stderr
     run_dir = run_dir_of(proc)
@@ -213,6 +214,26 @@ def test_a_locustfile_of_ones_own_by_path_with_a_live_progress_line(lab, tmp_pat
     table = samples.read_requests(run_dir)
     assert table.num_rows > 10 and pc.all(table.column("ok")).as_py()
     assert set(table.column("endpoint").to_pylist()) == {"session"}
+
+
+def test_a_locustfile_locust_cannot_load_is_a_one_line_error_that_keeps_the_run(lab, tmp_path):
+    broken = tmp_path / "broken_locustfile.py"
+    broken.write_text('"""Imports what is not installed."""\nimport no_such_module_here\n')
+    reports = tmp_path / "reports"
+    proc = lab.cli("run", str(broken), "-e", "transaction", "-e", "direct", "--duration", "5s",
+                   "--reports-dir", str(reports), check=False, timeout=120)
+    assert proc.returncode == 5, proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert "No module named 'no_such_module_here'" in errors[0]
+    assert "fix: read " in errors[0] and "broken-locustfile.transaction.log" in errors[0]
+    (run_dir,) = reports.iterdir()
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    # The run stopped at the first segment; its manifest says why and is complete.
+    assert [s["endpoint"] for s in manifest["segments"]] == ["transaction"]
+    assert "no_such_module_here" in manifest["segments"][0]["failed"]
+    assert manifest["ended_at"] and manifest["reproduce"]
+    assert str(run_dir) in errors[0]
 
 
 def test_the_locust_web_ui_serves_the_run(lab, tmp_path):
