@@ -47,10 +47,11 @@ unit: setup
 lint: setup
 	$(VENV)/bin/ruff check .
 
-## bench: the measured-not-asserted speed comparisons (see bench/README.md)
+## bench: the measured-not-asserted speed comparisons (figures in docs/benchmarks.md)
 bench: image
 	$(VENV)/bin/python bench/stack_lifecycle.py
 	$(VENV)/bin/python bench/report_1m.py
+	$(VENV)/bin/python bench/load_vs_pgbench.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache build dist

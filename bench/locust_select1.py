@@ -1,0 +1,67 @@
+"""Bench only: SELECT 1 with the lab's users, the shapes pgbench runs (bench/load_vs_pgbench.py).
+
+`query` replaces SELECT 1 (the rate test also runs a query that takes 2 ms on the server).
+
+mode=persistent  closed loop, one held connection per user, SELECT 1 back to back (pgbench -S)
+mode=connect     closed loop, a new connection per request, closed after it (pgbench -C)
+mode=rate        open loop at `rate` requests/s over `servers` app servers with pools of
+                 `pool_size` held connections, Poisson arrivals, latency from the intended
+                 start (pgbench -R: one Poisson schedule per thread, shared by its clients)
+
+    lab run bench/locust_select1.py --users 8 -P mode=persistent
+    lab run bench/locust_select1.py --users 2 -P mode=rate -P rate=200 -P pool_size=4 -P servers=2
+"""
+
+from lab import users
+
+PARAMS = {
+    "query": {"default": "SELECT 1", "help": "the one query of every request"},
+    "mode": {"default": "persistent", "choices": ["persistent", "connect", "rate"],
+             "help": "persistent, connect (per request) or rate (open loop)"},
+    "rate": {"default": 200.0, "help": "mode=rate: requests per second over all users"},
+    "pool_size": {"default": 4, "help": "mode=rate: held connections per user"},
+    "servers": {"default": 2, "help": "mode=rate: --users, to share out the rate"},
+    "prepare_threshold": {"default": None, "help": "psycopg prepare_threshold (see users)"},
+    "connect_timeout": {"default": 10, "help": "connect timeout (s)"},
+}
+DEFAULT_USERS = 8
+
+P = users.params(PARAMS)
+
+
+def select1(req: users.Request) -> None:
+    req.execute(P["query"])
+
+
+if P["mode"] == "persistent":
+
+    class Persistent(users.SessionUser):
+        params = P
+        phase = "persistent"
+
+        @users.task
+        def select(self) -> None:
+            self.request(select1, name="select1")
+
+elif P["mode"] == "connect":
+
+    class ConnectPerRequest(users.SessionUser):
+        params = P
+        phase = "serverless"
+
+        def make_connector(self, endpoint, uri, app_name):
+            return users.PerRequest(uri, self.connect_kwargs(endpoint, uri, app_name))
+
+        @users.task
+        def select(self) -> None:
+            self.request(select1, name="select1")
+
+else:
+
+    class FixedRate(users.AppServerUser):
+        params = {**P, "rate_per_server": P["rate"] / max(1, P["servers"]),
+                  "arrivals": "poisson"}
+        request_name = "select1"
+
+        def handle(self, req: users.Request) -> None:
+            select1(req)
