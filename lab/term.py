@@ -52,8 +52,12 @@ class Progress:
     def __init__(self) -> None:
         self.tty = sys.stderr.isatty()
         self._last = 0
+        self._text = ""
 
     def update(self, text: str) -> None:
+        if text == self._text:  # nothing new (e.g. the final update after the last tick)
+            return
+        self._text = text
         if self.tty:
             pad = max(0, self._last - len(text))
             sys.stderr.write("\r" + text + " " * pad)

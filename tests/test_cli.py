@@ -48,3 +48,14 @@ def test_lab_pg_refuses_a_locust_process():
     code = "import locust\nimport lab.pg\n"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode != 0 and "lab.users" in proc.stderr
+
+
+def test_the_progress_line_off_a_terminal_prints_each_new_state_once(capsys):
+    from lab import term
+
+    progress = term.Progress()
+    for text in ("[direct 1/3s] 10 req/s", "[direct 2/3s] 12 req/s", "[direct 2/3s] 12 req/s"):
+        progress.update(text)
+    progress.done()
+    assert capsys.readouterr().err.splitlines() == ["[direct 1/3s] 10 req/s",
+                                                    "[direct 2/3s] 12 req/s"]
