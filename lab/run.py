@@ -308,6 +308,7 @@ def _segment(spec: RunSpec, leg: Leg, endpoint: str, targets: Targets, run_dir: 
     _write_manifest(run_dir, manifest)
     log(f"{leg.scenario.name} -> {endpoint}: {leg.users} users, {spec.duration_s:.0f} s"
         + (f", {spec.workers} workers" if spec.workers > 1 else ""))
+    watcher.new_segment()
     before = watcher.requests
     exit_code, interrupted = _run_segment(spec, leg, endpoint, targets, run_dir, sampler,
                                           watcher, live, progress)
@@ -485,6 +486,12 @@ class _SampleWatcher:
             self.requests += len(oks)
             self.errors += sum(1 for ok in oks if not ok)
             self.recent.extend(zip(starts, totals, oks, strict=True))
+
+    def new_segment(self) -> None:
+        """Count what the last segment wrote, then start the live window afresh, so the
+        next endpoint's requests/s and p95 are its own from its first tick."""
+        self._read_new()
+        self.recent = []
 
     def update(self, endpoint: str, live: Live) -> None:
         self._read_new()
