@@ -47,7 +47,7 @@ def built(run_dir) -> report.ReportPaths:
 
 @pytest.fixture(scope="module")
 def other_dir(tmp_path_factory) -> Path:
-    return synthetic.make_run(tmp_path_factory.mktemp("runs") / "run-b", requests=8_000,
+    return synthetic.make_run(tmp_path_factory.mktemp("runs") / "Run-B", requests=8_000,
                               seed=11)
 
 
@@ -383,7 +383,7 @@ def test_an_interrupted_run_is_read_from_its_chunks(run_dir, tmp_path):
 
 def test_compare_adds_what_changed_and_overlays_the_other_run(run_dir, built, other_dir):
     paths = report.build_report(run_dir, compare=other_dir)
-    assert paths.directory == run_dir / "compare-run-b"
+    assert paths.directory == run_dir / "compare-Run-B"  # the run id as it is
     text = paths.markdown.read_text()
     assert "## What changed" in text
     a, b = analysis.analyze(run_dir), analysis.analyze(other_dir)
