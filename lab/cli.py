@@ -393,8 +393,10 @@ def scenarios(as_json):
     for s in found:
         term.heading(f"{s.name}  (default users {s.default_users})")
         click.echo(f"  {s.description}")
-        for key, param in s.params.items():
-            click.echo(f"  -P {key}={param.default!s:<10} {param.help}")
+        shown = [f"-P {key}={param.default}" for key, param in s.params.items()]
+        width = max((len(text) for text in shown), default=0)
+        for text, param in zip(shown, s.params.values(), strict=True):
+            click.echo(f"  {text:<{width}}  {param.help}")
 
 
 # -- experiments ---------------------------------------------------------------------------
