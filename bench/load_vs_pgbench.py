@@ -54,6 +54,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parent.parent
 HERE = Path(__file__).resolve().parent
 NAME = "bench-load"
@@ -196,12 +198,10 @@ def lab_rate(run_dir: Path) -> float:
     return n / (max(ends) - begin)
 
 
-def percentile(values: list[float], q: float) -> float:
-    values = sorted(values)
-    k = (len(values) - 1) * q
-    lo = int(k)
-    hi = min(lo + 1, len(values) - 1)
-    return values[lo] + (values[hi] - values[lo]) * (k - lo)
+def p50_p99(values: list[float]) -> tuple[float, float]:
+    """numpy's default (linear) percentiles: the definition the lab's reports use."""
+    p50, p99 = np.percentile(values, [50, 99])
+    return float(p50), float(p99)
 
 
 def lab_latency(run_dir: Path) -> tuple[float, float]:
@@ -213,7 +213,7 @@ def lab_latency(run_dir: Path) -> tuple[float, float]:
     totals = [ms for s, ms, ok in zip(starts, t.column("total_ms").to_pylist(),
                                       t.column("ok").to_pylist(), strict=True)
               if ok and s >= begin]
-    return percentile(totals, 0.5), percentile(totals, 0.99)
+    return p50_p99(totals)
 
 
 def pgbench_latency(paths: list[Path]) -> tuple[float, float]:
@@ -228,7 +228,7 @@ def pgbench_latency(paths: list[Path]) -> tuple[float, float]:
                 rows.append((end - int(f[2]) / 1e6, int(f[2]) / 1000.0))
     begin = min(r[0] for r in rows) + WARMUP_S
     latencies = [ms for start, ms in rows if start >= begin]
-    return percentile(latencies, 0.5), percentile(latencies, 0.99)
+    return p50_p99(latencies)
 
 
 def med(values: list[float]) -> float:
