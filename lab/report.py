@@ -48,9 +48,11 @@ def build_report(run_dir: Path | str, compare: Path | str | None = None) -> Repo
     a = an.analyze(run_dir)
     b = an.analyze(compare) if compare is not None else None
     comparison = an.compare(a, b) if b is not None else None
-    # The other run's id as it is (ids are [0-9A-Za-z-]); anything else becomes '-'.
-    other = re.sub(r"[^0-9A-Za-z_.-]+", "-", b.run_id).strip("-.") if b is not None else ""
-    out = a.run_dir if b is None else a.run_dir / f"compare-{other or 'run'}"
+    out = a.run_dir
+    if b is not None:
+        # The other run's id as it is (ids are [0-9A-Za-z-]); anything else becomes '-'.
+        other = re.sub(r"[^0-9A-Za-z_.-]+", "-", b.run_id).strip("-.") or "run"
+        out = a.run_dir / f"compare-{other}"
     out.mkdir(parents=True, exist_ok=True)
     figures = plots.render(a, out / "figures", compare=b)
     blocks = document(a, figures, comparison)
