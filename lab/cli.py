@@ -320,6 +320,9 @@ def load_options(f):
                      help="Seed of the arrival schedule; the same seed for every endpoint."),
         click.option("--cooldown", default="5s", show_default=True,
                      help="Pause between endpoints."),
+        click.option("--repeat", type=int, default=1, show_default=True,
+                     help="Run every segment N times, interleaved, same seed: the report's "
+                          "95% intervals and the recommendation use the repeats."),
         click.option("-P", "--param", "params", multiple=True, metavar="KEY=VALUE",
                      help="Scenario parameter (see lab scenarios)."),
         click.option("--reports-dir", type=click.Path(path_type=Path, file_okay=False),
@@ -328,6 +331,14 @@ def load_options(f):
     ]):
         f = option(f)
     return f
+
+
+def _outcome(result) -> str:
+    """The run's own count of every arrival: started (and failed), and never started."""
+    text = f"{result.requests:,} requests started, {result.errors:,} failed"
+    if result.not_started:
+        text += f", {result.not_started:,} scheduled but never started"
+    return text
 
 
 def _show_live(printer):
@@ -349,7 +360,7 @@ def _show_live(printer):
               help="Port of Locust's web UI with --ui.")
 @name_option
 def run(scenario, endpoints, target, duration, users, spawn_rate, workers, seed, cooldown,
-        params, reports_dir, ui, web_port, name):
+        repeat, params, reports_dir, ui, web_port, name):
     """Run SCENARIO (a name from `lab scenarios` or a locustfile) against endpoints.
 
     Writes reports/<run-id>/ (raw samples, connection counts, Locust CSV, manifest) and prints
@@ -363,9 +374,10 @@ def run(scenario, endpoints, target, duration, users, spawn_rate, workers, seed,
         scenario=scenario, endpoints=tuple(endpoints) or ("transaction",),
         duration_s=runmod.parse_duration(duration), users=users, spawn_rate=spawn_rate,
         workers=workers, params=_params(params), seed=seed,
-        cooldown_s=runmod.parse_duration(cooldown) if cooldown not in ("0", "0s") else 0.0,
+        cooldown_s=runmod.parse_span(cooldown), repeat=repeat,
         target=target, ui=ui, web_port=web_port, lab_name=name, reports_dir=reports_dir,
     )
+    spec.check()
     if ui:
         term.note(f"Locust web UI: http://127.0.0.1:{web_port}/")
     printer = term.Progress()
@@ -373,7 +385,7 @@ def run(scenario, endpoints, target, duration, users, spawn_rate, workers, seed,
         result = runmod.run(spec, progress=_show_live(printer), log=_progress)
     finally:
         printer.done()
-    term.info(f"{result.requests} requests, {result.errors} errors")
+    term.info(_outcome(result))
     click.echo(str(result.run_dir))
     if result.interrupted:
         term.warn("interrupted: kept everything measured so far")
@@ -460,11 +472,21 @@ def experiment_run(names, run_all, expect, name, as_json):
 @click.option("--compare", "compare_dir", type=click.Path(path_type=Path), metavar="RUN_B",
               help="Another run directory: a table of what changed, and both runs in every "
                    "figure (written to RUN_DIR/compare-<RUN_B id>/).")
-def report(run_dir, compare_dir):
+@json_option
+def report(run_dir, compare_dir, as_json):
     """Write report.html, report.md and figures/ for RUN_DIR (reports/<run-id>).
 
-    Prints the HTML's path, then the Markdown's. The HTML is one self-contained file.
+    Prints the HTML's path, then the Markdown's. The HTML is one self-contained file. With
+    --json, prints the analysis (segments, outages, recommendations, warnings) and writes
+    nothing.
     """
+    if as_json:
+        from lab import analysis
+
+        if compare_dir is not None:
+            raise click.UsageError("--json prints one run's analysis; leave out --compare")
+        click.echo(json.dumps(analysis.to_json(analysis.analyze(run_dir)), indent=2))
+        return
     from lab.report import build_report
 
     paths = build_report(run_dir, compare=compare_dir)
@@ -482,10 +504,12 @@ def report(run_dir, compare_dir):
               help="Seed of the arrival schedules, the same for every endpoint.")
 @click.option("--workers", type=int, default=1, show_default=True,
               help="Locust processes on this machine.")
+@click.option("--repeat", type=int, default=1, show_default=True,
+              help="Run every segment N times, interleaved, same seed (95% intervals).")
 @click.option("--reports-dir", type=click.Path(path_type=Path, file_okay=False),
               default=Path("reports"), show_default=True, help="Where the run is written.")
 @name_option
-def bench(quick, duration, cooldown, seed, workers, reports_dir, name):
+def bench(quick, duration, cooldown, seed, workers, repeat, reports_dir, name):
     """The headline comparison: serverless bursts and persistent servers on all four endpoints.
 
     One run directory and one report; prints the report's path as the last line.
@@ -497,13 +521,12 @@ def bench(quick, duration, cooldown, seed, workers, reports_dir, name):
     try:
         result = runmod.bench(
             quick, duration_s=runmod.parse_duration(duration) if duration else None,
-            cooldown_s=runmod.parse_duration(cooldown) if cooldown not in (None, "0", "0s")
-            else (0.0 if cooldown else None),
-            seed=seed, workers=workers, lab_name=name, reports_dir=reports_dir,
+            cooldown_s=runmod.parse_span(cooldown) if cooldown is not None else None,
+            seed=seed, workers=workers, repeat=repeat, lab_name=name, reports_dir=reports_dir,
             progress=_show_live(printer), log=_progress)
     finally:
         printer.done()
-    term.info(f"{result.requests} requests, {result.errors} errors in {result.run_dir}")
+    term.info(f"{_outcome(result)} in {result.run_dir}")
     paths = build_report(result.run_dir)
     term.info(str(paths.markdown))
     click.echo(str(paths.html))

@@ -1,0 +1,189 @@
+"""The live progress line of a run: what the current segment has done so far, read from the
+sample chunks and live files the Locust processes write and from the sampler's latest records
+(no second poller). Updated about once a second; counts are the segment's own."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lab import samples
+from lab.errors import LabError
+
+NOT_STARTED = "not_started"
+# A target whose newest sample is older than this is not answering (the sampler samples every
+# 0.5 s and its probe waits up to 2 s for a dead host: staleness says it sooner than the error).
+STALE_S = 1.2
+
+
+@dataclass
+class Live:
+    """What the progress line shows; updated about once a second."""
+
+    endpoint: str = ""
+    repeat: str = ""  # "r2/3" with --repeat, else ""
+    elapsed_s: float = 0.0
+    duration_s: float = 0.0
+    requests: int = 0  # started in this segment (succeeded + failed)
+    errors: int = 0  # failed in this segment
+    not_started: int = 0  # arrivals due but not started (queued now, or left at the end)
+    rps: float = 0.0
+    p95_ms: float | None = None
+    backends: int | None = None
+    waiting: int | None = None
+    unreachable: str | None = None  # e.g. "transaction pooler not answering for 2.1 s"
+    noisy: str | None = None  # e.g. "load 3.4 on 2 cores"
+    done: bool = False
+
+    def line(self) -> str:
+        where = " ".join(x for x in (self.endpoint, self.repeat) if x)
+        if self.done:
+            state = f"[{where} done {self.duration_s:.0f}s]"
+        else:
+            elapsed = min(self.elapsed_s, self.duration_s)
+            stopping = " stopping" if self.elapsed_s > self.duration_s + 0.5 else ""
+            state = f"[{where} {elapsed:4.0f}/{self.duration_s:.0f}s{stopping}]"
+        p95 = "-" if self.p95_ms is None else f"{self.p95_ms:.2f} ms"
+        text = (f"{state} {self.rps:7.1f} req/s  p95 {p95}  errors {self.errors}  "
+                f"not started {self.not_started}  backends {_dash(self.backends)}  "
+                f"waiting {_dash(self.waiting)}")
+        if self.unreachable:
+            text += f"  !! UNREACHABLE: {self.unreachable}"
+        if self.noisy:
+            text += f"  (noisy machine: {self.noisy})"
+        return text
+
+
+def _dash(value: int | None) -> str:
+    return "-" if value is None else str(value)
+
+
+TARGET_LABELS = {"postgres": "Postgres", "session": "session pooler",
+                 "transaction": "transaction pooler", "dedicated": "dedicated pooler"}
+
+
+def merge_sampler(live: Live, latest: dict[str, dict[str, Any]], endpoint: str,
+                  now: float | None = None) -> None:
+    """Backends, waiting clients and reachability of ``endpoint`` from the sampler's newest
+    records. A target is unreachable when its newest sample failed or is stale."""
+    now = time.time() if now is None else now
+    pg = latest.get("postgres")
+    live.backends = pg.get("total") if pg and pg.get("ok") else None
+    bouncer = latest.get(endpoint)
+    live.waiting = bouncer["pools"]["cl_waiting"] if bouncer and bouncer.get("ok") else None
+    down = []
+    for name in dict.fromkeys(("postgres", endpoint)):
+        record = latest.get(name)
+        if record is None:
+            continue
+        age = now - float(record.get("t", now))
+        label = TARGET_LABELS.get(name, name)
+        if not record.get("ok"):
+            down.append(f"{label} refuses the sampler ({record.get('error') or 'failed'})"[:120])
+        elif age > STALE_S + float(record.get("ms", 0)) / 1000.0:
+            down.append(f"{label} not answering for {age:.1f} s")
+    live.unreachable = "; ".join(down) or None
+
+
+class SampleWatcher:
+    """Reads new sample chunks as Locust writes them, for the progress line and the totals."""
+
+    WINDOW_S = 5.0
+
+    def __init__(self, run_dir: Path):
+        self.run_dir = run_dir
+        self.seen: set[str] = set()
+        self.recent: list[tuple[float, float, bool]] = []  # (start, total_ms, ok)
+        self.requests = 0  # every row read, the whole run (not_started rows excluded)
+        self.segment_requests = 0
+        self.segment_errors = 0
+        self.segment_not_started = 0
+
+    def _read_new(self) -> None:
+        for path in sorted((self.run_dir / "requests").glob("part-*.parquet")):
+            if path.name in self.seen:
+                continue
+            try:
+                table = samples.read_chunk(path, columns=["start", "total_ms", "ok",
+                                                          "error_class"])
+            except Exception:  # a file mid-rename is retried at the next tick
+                continue
+            self.seen.add(path.name)
+            starts = table.column("start").to_pylist()
+            totals = table.column("total_ms").to_pylist()
+            oks = table.column("ok").to_pylist()
+            classes = table.column("error_class").to_pylist()
+            for start, total, ok, cls in zip(starts, totals, oks, classes, strict=True):
+                if cls == NOT_STARTED:
+                    self.segment_not_started += 1
+                    continue
+                self.requests += 1
+                self.segment_requests += 1
+                if not ok:
+                    self.segment_errors += 1
+                self.recent.append((start, total, ok))
+
+    def new_segment(self) -> None:
+        """Take in what the last segment wrote, then count afresh: the next endpoint's
+        numbers are its own from its first tick."""
+        self._read_new()
+        self.recent = []
+        self.segment_requests = self.segment_errors = self.segment_not_started = 0
+
+    def update(self, live: Live) -> None:
+        self._read_new()
+        now = time.time()
+        self.recent = [r for r in self.recent if r[0] >= now - self.WINDOW_S - 2]
+        window = [r for r in self.recent if r[0] >= now - self.WINDOW_S - 1]
+        live.requests, live.errors = self.segment_requests, self.segment_errors
+        live.not_started = max(self.segment_not_started, queued_now(self.run_dir))
+        live.rps = len(window) / self.WINDOW_S
+        latencies = sorted(r[1] for r in window if r[2])
+        live.p95_ms = latencies[int(0.95 * (len(latencies) - 1))] if latencies else None
+
+    def totals(self) -> tuple[int, int]:
+        """(requests started, failed) of the whole run, from the merged samples."""
+        try:
+            table = samples.read_requests(self.run_dir, columns=["ok", "error_class"])
+        except LabError:
+            return 0, 0
+        classes = table.column("error_class").to_pylist()
+        oks = table.column("ok").to_pylist()
+        started = [ok for ok, cls in zip(oks, classes, strict=True) if cls != NOT_STARTED]
+        return len(started), sum(1 for ok in started if not ok)
+
+    def not_started_total(self) -> int:
+        try:
+            table = samples.read_requests(self.run_dir, columns=["error_class"])
+        except LabError:
+            return 0
+        return sum(1 for cls in table.column("error_class").to_pylist() if cls == NOT_STARTED)
+
+
+def queued_now(run_dir: Path) -> int:
+    """Arrivals due but not started right now, summed over the Locust processes' live files."""
+    total = 0
+    for path in (run_dir / "live").glob("*.json"):
+        with contextlib.suppress(OSError, ValueError, TypeError):
+            total += int(json.loads(path.read_text()).get("queued") or 0)
+    return total
+
+
+def clear_live_files(run_dir: Path) -> None:
+    for path in (run_dir / "live").glob("*.json"):
+        with contextlib.suppress(OSError):
+            path.unlink()
+
+
+def test_started_at(run_dir: Path, endpoint: str) -> float | None:
+    """When the Locust test of the current segment started (its schedule file's t0)."""
+    for path in sorted((run_dir / "schedule").glob(f"{endpoint}-*.json")):
+        with contextlib.suppress(OSError, ValueError, TypeError):
+            t0 = json.loads(path.read_text()).get("t0")
+            if isinstance(t0, int | float):
+                return float(t0)
+    return None

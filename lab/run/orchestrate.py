@@ -1,0 +1,257 @@
+"""A run: each leg against each endpoint in turn (and again, with --repeat), Locust as a child
+process per segment, the connection sampler on its own threads, a live progress line, and one
+run directory (docs/formats.md). Ctrl-C stops the load, keeps what was measured and still leaves
+a valid run directory; no Locust process outlives the run."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lab import samples
+from lab.errors import LabError, RunError
+from lab.run import child, live, manifest
+from lab.run.live import Live, SampleWatcher
+from lab.run.spec import Leg, RunSpec, new_run_id
+from lab.run.targets import Targets, reset_poolers, resolve_targets
+
+Progress = Callable[[Live], None]
+Log = Callable[[str], None]
+NOISY_LOAD_PER_CORE = 0.75  # a load average above this share of the cores before a segment
+
+
+@dataclass(frozen=True)
+class RunResult:
+    run_dir: Path
+    interrupted: bool
+    requests: int  # started (succeeded + failed)
+    errors: int  # failed
+    not_started: int = 0  # scheduled arrivals that never started
+
+
+@dataclass
+class _Run:
+    """The state one run's segments share."""
+
+    spec: RunSpec
+    targets: Targets
+    run_dir: Path
+    manifest: dict[str, Any]
+    sampler: Any
+    watcher: SampleWatcher
+    live: Live
+    progress: Progress | None
+    log: Log
+
+
+def execute(spec: RunSpec, legs: list[Leg], endpoints: tuple[str, ...], command: list[str],
+            progress: Progress | None = None, log: Log = print) -> RunResult:
+    """Each leg against each endpoint in turn, ``spec.repeat`` times, into one run directory."""
+    spec.check()
+    targets = resolve_targets(spec, endpoints)
+    name = " + ".join(leg.scenario.name for leg in legs)
+    run_id = spec.run_id or new_run_id("bench" if len(legs) > 1 else name)
+    run_dir = spec.reports_dir / run_id
+    (run_dir / "locust").mkdir(parents=True, exist_ok=False)
+    doc = manifest.new(spec, legs, endpoints, targets, run_id, command)
+    doc["host"]["noise"] = _noise_start(targets)
+    manifest.write(run_dir, doc)
+
+    from lab import sampler as samplermod
+
+    state = _Run(spec, targets, run_dir, doc,
+                 samplermod.Sampler(targets.sampler_targets, targets.sampler_passwords,
+                                    shared=targets.shared_addresses,
+                                    out=run_dir / "connections.jsonl",
+                                    interval=spec.sample_interval_s),
+                 SampleWatcher(run_dir), Live(duration_s=spec.duration_s), progress, log)
+    interrupted = False
+    failure: RunError | None = None
+    started = time.perf_counter()
+    doc["started_at"] = manifest.iso(time.time())
+    try:
+        state.sampler.start()
+        first = True
+        for repeat in range(1, spec.repeat + 1):
+            for leg in legs:
+                for endpoint in endpoints:
+                    if not first and spec.cooldown_s > 0:
+                        log(f"cooldown {spec.cooldown_s:.0f} s")
+                        time.sleep(spec.cooldown_s)
+                    first = False
+                    interrupted, failure = _segment(state, leg, endpoint, repeat)
+                    if interrupted or failure:
+                        break
+                if interrupted or failure:
+                    break
+            if interrupted or failure:
+                break
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        state.sampler.stop()
+        _finish(state, started, interrupted)
+    if failure is not None:
+        raise failure
+    requests, errors = state.watcher.totals()
+    return RunResult(run_dir=run_dir, interrupted=interrupted, requests=requests, errors=errors,
+                     not_started=state.watcher.not_started_total())
+
+
+def segment_name(scenario: str, endpoint: str, repeat: int, repeats: int) -> str:
+    """``<scenario>.<endpoint>``, with ``.r<N>`` when a run repeats its segments."""
+    return f"{scenario}.{endpoint}" + (f".r{repeat}" if repeats > 1 else "")
+
+
+def _segment(run: _Run, leg: Leg, endpoint: str, repeat: int) -> tuple[bool, RunError | None]:
+    """One scenario against one endpoint. Returns whether it was interrupted, and the error
+    when Locust stopped without running a single request (a locustfile it cannot load, a
+    bad option): the run stops there, its directory kept."""
+    spec = run.spec
+    name = segment_name(leg.scenario.name, endpoint, repeat, spec.repeat)
+    segment: dict[str, Any] = {"scenario": leg.scenario.name, "endpoint": endpoint,
+                               "repeat": repeat}
+    if spec.reset_poolers:
+        segment["poolers_reset"] = reset_poolers(run.targets, run.log)
+    segment["noise"] = {"load_avg": manifest.load_average()}
+    segment["started_at"] = manifest.iso(time.time())
+    run.manifest["segments"].append(segment)
+    manifest.write(run.run_dir, run.manifest)
+    run.log(f"{leg.scenario.name} -> {endpoint}"
+            + (f" (repeat {repeat} of {spec.repeat})" if spec.repeat > 1 else "")
+            + f": {leg.users} users, {spec.duration_s:.0f} s"
+            + (f", {spec.workers} workers" if spec.workers > 1 else ""))
+    run.watcher.new_segment()
+    live.clear_live_files(run.run_dir)
+    run.live.endpoint = endpoint
+    run.live.repeat = f"r{repeat}/{spec.repeat}" if spec.repeat > 1 else ""
+    run.live.noisy = _noisy_now(segment["noise"]["load_avg"], run.manifest)
+    run.live.done = False
+    before = run.watcher.requests
+    exit_code, interrupted = _run_child(run, leg, endpoint, repeat, name)
+    log_path = run.run_dir / "locust" / f"{name}.log"
+    segment["noise"]["locust_cpu_warnings"] = manifest.locust_cpu_warnings(log_path)
+    segment.update(ended_at=manifest.iso(time.time()), locust_exit=exit_code,
+                   interrupted=interrupted,
+                   **_schedule_facts(run.run_dir, endpoint, name))
+    failure = None
+    # Locust exits 1 for failed requests too; only "non-zero and not one sample" means it
+    # never ran (its failed requests would have been recorded as error samples).
+    if not interrupted and exit_code != 0 and run.watcher.requests == before:
+        said = manifest.redact(child.last_line(log_path), run.targets.secret_values)
+        segment["failed"] = said
+        failure = RunError(
+            f"Locust stopped without running a request against {endpoint} "
+            f"(exit {exit_code}): {said}; measured so far: {run.run_dir}",
+            fix=f"read {log_path}")
+    manifest.write(run.run_dir, run.manifest)
+    return interrupted, failure
+
+
+def _run_child(run: _Run, leg: Leg, endpoint: str, repeat: int,
+               name: str) -> tuple[int | None, bool]:
+    spec, state = run.spec, run.live
+    args = child.argv(spec, leg.scenario.path, name, leg.users, leg.spawn_rate, run.run_dir)
+    env = child.environment(spec, leg.scenario.name, leg.params, endpoint, run.targets.uris,
+                            run.run_dir, repeat)
+    proc = child.start(args, env, run.run_dir / "locust" / f"{name}.log", run.run_dir)
+    began = time.time()
+    interrupted = False
+    try:
+        while proc.poll() is None:
+            time.sleep(1.0)
+            # the Locust test starts a second or two after the process: count from its start
+            t0 = live.test_started_at(run.run_dir, endpoint) or began
+            state.elapsed_s = max(0.0, time.time() - t0)
+            _tick(run, endpoint)
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        exit_code = child.stop_process_group(proc)
+    run.watcher.update(state)
+    state.done = True
+    if run.progress:
+        run.progress(state)
+    return exit_code, interrupted
+
+
+def _tick(run: _Run, endpoint: str) -> None:
+    run.watcher.update(run.live)
+    live.merge_sampler(run.live, dict(run.sampler.latest), endpoint)
+    if run.progress:
+        run.progress(run.live)
+
+
+def _noise_start(targets: Targets) -> dict[str, Any]:
+    now = manifest.noise(targets.project)
+    return {"load_avg_start": now["load_avg"], "cores": now["cores"],
+            "other_containers": now["other_containers"], "other_labs": now["other_labs"]}
+
+
+def _noisy_now(load_avg: list[float] | None, doc: dict[str, Any]) -> str | None:
+    noise = doc["host"].get("noise") or {}
+    cores = noise.get("cores") or 1
+    said = []
+    if load_avg and load_avg[0] > NOISY_LOAD_PER_CORE * cores:
+        said.append(f"load {load_avg[0]:.1f} on {cores} cores")
+    if noise.get("other_labs"):
+        said.append(f"other lab(s) running: {', '.join(noise['other_labs'])}")
+    elif noise.get("other_containers"):
+        said.append(f"{len(noise['other_containers'])} other container(s) running")
+    return "; ".join(said) or None
+
+
+def _schedule_facts(run_dir: Path, endpoint: str, name: str) -> dict[str, Any]:
+    """Spike windows (the first process's: all share them) and the arrivals still queued when
+    the load stopped (summed over processes; they have not_started rows) for one segment. The
+    Locust processes name their files by endpoint; they are renamed after the segment
+    (``<scenario>.<endpoint>[.r<N>]-<worker>.json``), so the next leg or repeat on the same
+    endpoint cannot be mistaken for this one."""
+    spikes: list[list[float]] | None = None
+    unserved = 0
+    for path in sorted((run_dir / "schedule").glob(f"{endpoint}-*.json")):
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        finally:
+            worker = path.name.removeprefix(f"{endpoint}-")
+            with contextlib.suppress(OSError):
+                path.rename(path.with_name(f"{name}-{worker}"))
+        if spikes is None:
+            spikes = data.get("spikes", [])
+        unserved += sum(int(v) for v in (data.get("unserved") or {}).values())
+    return {"spikes": spikes or [], "unserved": unserved}
+
+
+def _finish(run: _Run, started: float, interrupted: bool) -> None:
+    """Whatever happened, leave a readable run directory: compacted samples, final manifest."""
+    doc = run.manifest
+    try:
+        samples.compact(run.run_dir)
+    except LabError as exc:
+        run.log(f"samples kept as chunks: {exc.message}")
+    for path in (run.run_dir / "locust").glob("*.log"):
+        with contextlib.suppress(OSError):
+            text = path.read_text(errors="replace")
+            clean = manifest.redact(text, run.targets.secret_values)
+            if clean != text:
+                path.write_text(clean)
+    live.clear_live_files(run.run_dir)
+    with contextlib.suppress(OSError):
+        (run.run_dir / "live").rmdir()
+    end = manifest.noise(run.targets.project)
+    noise = doc["host"].setdefault("noise", {})
+    noise["load_avg_end"] = end["load_avg"]
+    noise["locust_cpu_warnings"] = sum(
+        (s.get("noise") or {}).get("locust_cpu_warnings", 0) for s in doc["segments"])
+    doc["ended_at"] = manifest.iso(time.time())
+    doc["duration_s"] = round(time.perf_counter() - started, 3)
+    doc["interrupted"] = interrupted
+    doc["reproduce"] = manifest.reproduce_text(doc)
+    manifest.write(run.run_dir, doc)
