@@ -4,7 +4,7 @@ Independent of Locust: one thread and one connection per target, by default ever
 
 * Postgres: client backends from ``pg_stat_activity`` grouped by role, application_name, state
   and origin (``direct`` client, ``shared`` pooler host, ``dedicated`` pooler on the db host
-  itself, ``local`` socket).
+  itself, ``dedicated_auth`` that pooler's own auth_query login, ``local`` socket).
 * Each PgBouncer admin console: ``SHOW POOLS`` (clients active/waiting, servers active/idle,
   maxwait) and ``SHOW STATS`` counters with their deltas, always read by column name.
 
@@ -28,11 +28,14 @@ from lab import pg
 from lab.config import LabConfig
 from lab.connect import EndpointInfo
 from lab.engine import ContainerInfo
-from lab.render import ADMIN_USER
+from lab.render import ADMIN_USER, AUTH_USER
 from lab.state import Secrets
 
 FORMAT = "connections/1"
 SAMPLER_APP = "pooler-lab-sampler"
+# The dedicated pooler logs in as this role for its auth_query (pgbouncer.get_auth): one
+# backend of its own, outside the pool it serves clients with, counted apart as dedicated_auth.
+AUTH_ROLE = AUTH_USER
 STATS_COLUMNS = ("total_xact_count", "total_query_count", "total_received", "total_sent",
                  "total_xact_time", "total_query_time", "total_wait_time",
                  "total_server_assignment_count")
@@ -131,7 +134,10 @@ class _TargetProbe:
             groups = pg.rows(self.conn, BACKENDS_SQL, {"shared": self.shared})
             by_origin: dict[str, int] = {}
             for g in groups:
-                by_origin[g["origin"]] = by_origin.get(g["origin"], 0) + int(g["n"])
+                origin = g["origin"]
+                if origin == "dedicated" and g["role"] == AUTH_ROLE:
+                    origin = "dedicated_auth"  # the pooler's auth_query, not its load
+                by_origin[origin] = by_origin.get(origin, 0) + int(g["n"])
             return {"total": sum(by_origin.values()), "by_origin": by_origin,
                     "groups": [{**g, "n": int(g["n"])} for g in groups]}
         summary = pg.pool_summary(self.conn)
