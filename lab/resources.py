@@ -1,4 +1,4 @@
-"""Files shipped beside the package: compose/ (image and topology) and scenarios/.
+"""Files shipped beside the package: compose/ (image and topology), scenarios/ and experiments/.
 
 In a checkout (editable install) they are the repository's top-level folders; a wheel carries
 copies under lab/_data/.
@@ -24,6 +24,10 @@ def compose_dir() -> Path:
 
 def scenarios_dir() -> Path:
     return _find("scenarios")
+
+
+def experiments_dir() -> Path:
+    return _find("experiments")
 
 
 def repo_root() -> Path | None:

@@ -167,3 +167,40 @@ def test_a_busy_lab_is_refused_in_one_line_and_left_as_it_was(lab, eps):
     assert "idle lab" in errors[0] and "Traceback" not in proc.stderr
     assert "running set-leak" not in proc.stderr  # it stopped at the first experiment
     assert_stock(lab, eps)
+
+
+USER_EXPERIMENT = '''
+"""A user's own experiment, from a folder named by POOLER_LAB_EXPERIMENTS."""
+
+from lab.experiments import Context, Experiment, Lane, Observation, endpoint_lanes, per_lane
+
+
+@per_lane
+def run(ctx: Context, lane: Lane) -> Observation:
+    value = ctx.connect(lane.endpoint).execute("select 40 + 2").fetchone()[0]
+    return Observation(str(value), f"through {lane.endpoint}")
+
+
+EXPERIMENT = Experiment(
+    name="my-probe", title="A user's probe", question="Does the sum come back?",
+    why="It is arithmetic.", fix="None needed.", lanes=endpoint_lanes("direct", "transaction"),
+    expect={"direct": "42", "transaction": "42"}, run=run,
+    settings={"transaction": {"default_pool_size": 1}},
+)
+'''
+
+
+def test_a_users_experiment_file_runs_like_a_builtin_one(lab, eps, tmp_path):
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    path = folder / "my_probe.py"
+    path.write_text(USER_EXPERIMENT)
+    proc = lab.cli("experiment", "run", "my-probe", "--json",
+                   env={experiments.ENV_VAR: str(folder)})
+    data = json.loads(proc.stdout)
+    assert data["passed"] is True and data["experiments"][0]["name"] == "my-probe"
+    # By path, as a locustfile: no environment needed, --expect names it.
+    wrong = lab.cli("experiment", "run", str(path), "--expect", "my-probe.transaction=41",
+                    check=False)
+    assert wrong.returncode == 7 and "my-probe (transaction '42', expected '41')" in wrong.stderr
+    assert_stock(lab, eps)

@@ -1,5 +1,6 @@
-"""`lab experiment`, the parts that need no Docker: the catalogue, expectation overrides, the
-verdict, error texts, and the workshop guide generated from the definitions."""
+"""`lab experiment`, the parts that need no Docker: the catalogue and its files (built-in, in a
+POOLER_LAB_EXPERIMENTS folder, by path), expectation overrides, the verdict, error texts, and
+the workshop guide generated from the definitions."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import psycopg
 import pytest
 
 from lab import experiments as exp
+from lab import resources
 from lab.cli import cli
 from lab.config import ENDPOINTS, load_config
 from lab.errors import ConfigError, ExpectationFailed
@@ -19,6 +21,11 @@ from tests.conftest import ROOT, lab_cli
 GUIDE = ROOT / "docs" / "workshop.md"
 STOCK = load_config("default")
 SHARED = load_config("default", overrides={"pool_sharing": "shared"})
+
+
+@pytest.fixture(autouse=True)
+def _builtin_catalogue_only(monkeypatch):
+    monkeypatch.delenv(exp.ENV_VAR, raising=False)
 
 
 def test_the_set_covers_every_pitfall_and_limit_of_the_brief():
@@ -230,8 +237,112 @@ def test_experiments_never_import_locust_or_gevent():
     import sys
 
     code = ("import sys, lab.experiments\n"
+            "assert len(lab.experiments.CATALOGUE) > 1\n"  # every experiment file imported
             "bad = [m for m in ('locust', 'gevent') if m in sys.modules]\n"
             "assert not bad, bad\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
 
+
+
+# -- experiment files --------------------------------------------------------------------------
+
+PROBE = """
+\"\"\"A user's own experiment.\"\"\"
+
+from lab.experiments import Context, Experiment, Lane, Observation, endpoint_lanes, per_lane
+
+
+@per_lane
+def run(ctx: Context, lane: Lane) -> Observation:
+    return Observation("probed")
+
+
+EXPERIMENT = Experiment(
+    name={name!r}, title="A probe", question="Does the probe probe?", why="It does.",
+    fix="None needed.", lanes={lanes}, expect={{"direct": "probed"}}, run=run, {extra}
+)
+"""
+
+
+def write_probe(folder, file_name="my_probe.py", name="my-probe",
+                lanes='endpoint_lanes("direct")', extra=""):
+    path = folder / file_name
+    path.write_text(PROBE.format(name=name, lanes=lanes, extra=extra))
+    return path
+
+
+def test_each_builtin_experiment_is_one_numbered_file_in_workshop_order():
+    files = sorted(resources.experiments_dir().glob("*.py"))
+    assert [f.name[:3] for f in files] == [f"{n:02d}_" for n in range(1, len(files) + 1)]
+    assert [exp.discovery.file_name_of(f) for f in files] == exp.names()
+
+
+def test_a_folder_in_the_environment_adds_its_experiments_after_the_builtin_ones(
+        tmp_path, monkeypatch):
+    write_probe(tmp_path)
+    write_probe(tmp_path, "_helper.py", name="ignored")  # leading underscore: not an experiment
+    builtin = exp.names()
+    monkeypatch.setenv(exp.ENV_VAR, str(tmp_path))
+    assert exp.names() == [*builtin, "my-probe"]
+    assert exp.get("my-probe").expected(STOCK) == {"direct": "probed"}
+    assert [e.name for e in exp.select(["my-probe"], False)] == ["my-probe"]
+    assert exp.select([], run_all=True)[-1].name == "my-probe"
+    listing = lab_cli("experiment", "list", home=tmp_path, env={exp.ENV_VAR: str(tmp_path)})
+    assert listing.stdout.splitlines()[-1].split()[:2] == ["my-probe", "A"]
+
+
+def test_an_experiment_file_given_by_path_runs_without_joining_the_catalogue(tmp_path):
+    path = write_probe(tmp_path)
+    chosen = exp.select([str(path)], False)
+    assert [e.name for e in chosen] == ["my-probe"] and "my-probe" not in exp.names()
+    assert exp.parse_expect(["my-probe.direct=other"], chosen) == {
+        "my-probe": {"direct": "other"}}
+    # A built-in file by path is the built-in experiment itself.
+    builtin = resources.experiments_dir() / "02_set_leak.py"
+    assert exp.resolve(str(builtin)) is exp.get("set-leak")
+
+
+@pytest.mark.parametrize("file_name, kwargs, words", [
+    ("other_name.py", {}, "its file name says 'other-name'"),
+    ("set_leak.py", {"name": "set-leak"}, "defines already"),
+    ("my_probe.py", {"lanes": '(Lane("Bad Key", "direct", "x"),)'}, "lane key 'Bad Key'"),
+    ("my_probe.py", {"lanes": '(Lane("a", "nowhere", "x"),)'}, "no endpoint 'nowhere'"),
+    ("my_probe.py", {"extra": 'settings={"direct": {"default_pool_size": 1}}'},
+     "only on the poolers"),
+])
+def test_a_bad_experiment_file_is_a_one_line_error(tmp_path, file_name, kwargs, words):
+    path = write_probe(tmp_path, file_name, **kwargs)
+    with pytest.raises(ConfigError) as caught:
+        exp.resolve(str(path))
+    assert words in caught.value.message and caught.value.fix
+
+
+@pytest.mark.parametrize("text, words", [
+    ("x = (\n", "line 1"),
+    ("import no_such_module_here\n", "ModuleNotFoundError"),
+    ("EXPERIMENT = 1\n", "defines no EXPERIMENT"),
+])
+def test_an_experiment_file_that_does_not_load_is_a_one_line_error(tmp_path, text, words):
+    path = tmp_path / "broken.py"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as caught:
+        exp.resolve(str(path))
+    assert words in caught.value.message and str(path) in caught.value.message
+
+
+def test_a_missing_folder_or_a_duplicate_name_in_the_environment_is_refused(tmp_path,
+                                                                           monkeypatch):
+    monkeypatch.setenv(exp.ENV_VAR, str(tmp_path / "nowhere"))
+    with pytest.raises(ConfigError, match="does not exist"):
+        exp.names()
+    for sub in ("a", "b"):
+        (tmp_path / sub).mkdir()
+        write_probe(tmp_path / sub)
+    monkeypatch.setenv(exp.ENV_VAR, f"{tmp_path / 'a'}:{tmp_path / 'b'}")
+    with pytest.raises(ConfigError, match="two experiments named 'my-probe'"):
+        exp.names()
+    proc = lab_cli("experiment", "list", home=tmp_path, check=False,
+                   env={exp.ENV_VAR: f"{tmp_path / 'a'}:{tmp_path / 'b'}"})
+    assert proc.returncode == 2 and proc.stderr.count("error:") == 1
+    assert "Traceback" not in proc.stderr
