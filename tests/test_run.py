@@ -166,7 +166,14 @@ def test_ctrl_c_keeps_what_was_measured_and_leaves_no_locust_behind(lab, tmp_pat
     assert locust_processes(run_dir) == []
 
 
-def test_a_pooler_stopped_mid_run_is_survived_by_load_and_sampler(lab, tmp_path):
+def report_json(lab, run_dir: Path) -> dict:
+    return json.loads(lab.cli("report", str(run_dir), "--json", timeout=120).stdout)
+
+
+def test_a_pooler_stopped_mid_run_is_an_outage_not_pool_size(lab, tmp_path):
+    """Issue 8, findings 1, 3 and 5: the load and the sampler survive a stopped pooler, the
+    live line says it loudly, the report names the outage and never blames the pool size, and
+    the time series run to the end of the segment."""
     from lab import engine
 
     proc = start_run(lab, tmp_path, "persistent-server", "-e", "transaction",
@@ -188,16 +195,55 @@ def test_a_pooler_stopped_mid_run_is_survived_by_load_and_sampler(lab, tmp_path)
         if pooler.status != "running":
             pooler.start()
     assert proc.returncode == 0, err
+    assert "UNREACHABLE: transaction pooler" in err, err
     run_dir = Path(out.strip().splitlines()[-1])
     table = samples.read_requests(run_dir)
-    classes = set(table.filter(pc.invert(table.column("ok"))).column("error_class").to_pylist())
-    assert classes & {"network", "pool_timeout"}, classes
+    failed = table.filter(pc.invert(table.column("ok")))
+    classes = set(failed.column("error_class").to_pylist())
+    assert classes & {"connection_refused", "connection_lost"}, classes
     late = table.filter(pc.greater(table.column("start"), restarted_at + 3))
     assert late.num_rows > 0 and pc.any(late.column("ok")).as_py()  # the load went on
     records = [r for r in connection_records(run_dir) if r["target"] == "transaction"]
     gap = [r for r in records if not r["ok"] and r["t"] >= stopped_at]
     after = [r for r in records if r["ok"] and r["t"] > restarted_at]
     assert gap and after  # the sampler recorded the gap and kept sampling
+
+    data = report_json(lab, run_dir)
+    (seg,) = data["segments"]
+    assert "pool_timeout" not in seg["failed"], seg["failed"]
+    assert seg["scheduled"] == seg["succeeded"] + sum(seg["failed"].values()) + seg[
+        "not_started"]
+    start, _ = segment_window(json.loads((run_dir / "manifest.json").read_text()),
+                              "transaction")
+    (outage,) = [o for o in data["outages"] if o["endpoint"] == "transaction"]
+    assert abs(outage["start_s"] - (stopped_at - start)) < 3, outage
+    assert outage["end_s"] is not None and outage["end_s"] < restarted_at - start + 3
+    assert not any(r["endpoint"] == "transaction" for r in data["recommendations"]), data
+
+
+def test_repeats_are_interleaved_with_the_same_seed_and_give_intervals(lab, tmp_path):
+    run_dir = lab_run(lab, tmp_path, "persistent-server", "-e", "transaction", "-e", "direct",
+                      "--duration", "4s", "--cooldown", "0s", "--repeat", "2", "--users", "2",
+                      "-P", "rate_per_server=40")
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["load"]["repeat"] == 2 and "--repeat 2" in manifest["reproduce"]
+    assert [(s["endpoint"], s["repeat"]) for s in manifest["segments"]] == [
+        ("transaction", 1), ("direct", 1), ("transaction", 2), ("direct", 2)]
+    assert all(isinstance(s["noise"]["load_avg"], list) for s in manifest["segments"])
+    assert sorted((run_dir / "locust").glob("persistent-server.direct.r2*.csv"))
+    table = samples.read_requests(run_dir)
+    assert set(table.column("repeat").to_pylist()) == {1, 2}
+    data = report_json(lab, run_dir)
+    assert {s["endpoint"]: s["repeats"] for s in data["segments"]} == {
+        "transaction": 2, "direct": 2}
+    for seg in data["segments"]:
+        assert seg["scheduled"] == seg["succeeded"] + sum(seg["failed"].values()) + seg[
+            "not_started"]
+        for p in ("p50", "p95", "p99"):
+            est = seg["latency_ms"][p]
+            low, high = est["ci"]
+            assert low <= est["value"] <= high, (seg["endpoint"], p, est)
+    assert data["ci_method"]
 
 
 def test_a_locustfile_of_ones_own_by_path_with_a_live_progress_line(lab, tmp_path):

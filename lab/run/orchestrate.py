@@ -168,7 +168,7 @@ def _run_child(run: _Run, leg: Leg, endpoint: str, repeat: int,
             # the Locust test starts a second or two after the process: count from its start
             t0 = live.test_started_at(run.run_dir, endpoint) or began
             state.elapsed_s = max(0.0, time.time() - t0)
-            _tick(run, endpoint)
+            _tick(run, endpoint, name)
     except KeyboardInterrupt:
         interrupted = True
     finally:
@@ -180,9 +180,13 @@ def _run_child(run: _Run, leg: Leg, endpoint: str, repeat: int,
     return exit_code, interrupted
 
 
-def _tick(run: _Run, endpoint: str) -> None:
+def _tick(run: _Run, endpoint: str, name: str) -> None:
     run.watcher.update(run.live)
     live.merge_sampler(run.live, dict(run.sampler.latest), endpoint)
+    if manifest.locust_cpu_warnings(run.run_dir / "locust" / f"{name}.log"):
+        said = "Locust above 90% CPU: its numbers are suspect"
+        if said not in (run.live.noisy or ""):
+            run.live.noisy = "; ".join(x for x in (run.live.noisy, said) if x)
     if run.progress:
         run.progress(run.live)
 
