@@ -8,6 +8,14 @@ collapsed, passwords removed, at most 200 characters. The SQLSTATE is the one th
 carries; a failed connection attempt carries none (libpq keeps it), so for the two FATAL texts
 only Postgres sends (53300 too many clients, 28P01 bad password) it is filled in from the text.
 
+Connection failures are two classes: ``connection_refused`` (no connection was made: refused,
+timed out, unreachable, a pooler that cannot reach its server, a server starting or shutting
+down) and ``connection_lost`` (an established connection dropped). Anything that goes wrong
+*while connecting* is connection_refused, even a dropped handshake (see _CONNECT_PHASE). An
+exception with ``classify_as_cause = True`` is classified as its ``__cause__`` (lab.users' pool
+checkout that timed out because the pool could not connect). ``unfinished`` and
+``not_started`` are recorded by the load users themselves; classify never returns them.
+
 Pure: no psycopg import (exceptions are recognised by their SQLSTATE, class names and text), so
 it runs in the orchestrator and in Locust processes alike.
 """
@@ -19,7 +27,14 @@ from collections.abc import Iterable
 from urllib.parse import quote
 
 CLASSES = ("too_many_clients", "max_client_conn", "pool_timeout", "prepared_statement",
-           "authentication", "network", "other")
+           "authentication", "connection_refused", "connection_lost", "unfinished",
+           "not_started", "other")
+# classify() never returns these two: the load users record them for requests they cut off at
+# the stop (unfinished) and for scheduled arrivals that never started (not_started).
+LOAD_CLASSES = ("unfinished", "not_started")
+# Run files written before requests/1.1 have one class `network` for both connection classes;
+# it may still appear in older run directories (lab.analysis maps it), never in new ones.
+LEGACY_CLASSES = ("network",)
 MAX_MESSAGE = 200
 MASK = "[YOUR-PASSWORD]"
 
@@ -30,9 +45,11 @@ _SQLSTATES = {
     "42P05": "prepared_statement",  # duplicate_prepared_statement
     "28P01": "authentication",  # invalid_password
     "28000": "authentication",  # invalid_authorization_specification
-    "57P01": "network",  # admin_shutdown: the server (or pooler) went away
-    "57P02": "network",  # crash_shutdown
-    "57P03": "network",  # cannot_connect_now: starting up / shutting down
+    "57P01": "connection_lost",  # admin_shutdown: the server (or pooler) went away
+    "57P02": "connection_lost",  # crash_shutdown
+    "57P03": "connection_refused",  # cannot_connect_now: starting up / shutting down
+    "08001": "connection_refused",  # sqlclient_unable_to_establish_sqlconnection
+    "08004": "connection_refused",  # sqlserver_rejected_establishment_of_sqlconnection
 }
 
 # Texts only Postgres sends, with the SQLSTATE it sends them with: libpq does not expose the
@@ -64,37 +81,56 @@ _PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
         ("authentication", r"password authentication failed"),
         ("authentication", r"no password (was )?supplied"),
         ("authentication", r"SASL authentication failed"),
-        ("network", r"connection refused"),
-        ("network", r"connection reset"),
-        ("network", r"connection timed out"),
-        ("network", r"timeout expired"),
-        ("network", r"server closed the connection unexpectedly"),
-        ("network", r"the connection is (closed|lost)"),
-        ("network", r"consuming input failed"),
-        ("network", r"could not (send|receive) data"),
-        ("network", r"no route to host"),
-        ("network", r"broken pipe"),
-        ("network", r"could not translate host name"),
-        ("network", r"terminating connection due to administrator command"),
-        ("network", r"server conn crashed"),
-        ("network", r"pgbouncer cannot connect to server"),
-        ("network", r"client_login_timeout"),
-        ("network", r"SSL SYSCALL error"),
+        # An established connection dropped. Checked before the refused texts: "could not
+        # receive data from server: Connection timed out" is a lost connection.
+        ("connection_lost", r"server closed the connection unexpectedly"),
+        ("connection_lost", r"consuming input failed"),
+        ("connection_lost", r"could not (send|receive) data"),
+        ("connection_lost", r"connection reset"),
+        ("connection_lost", r"broken pipe"),
+        ("connection_lost", r"the connection is (closed|lost)"),
+        ("connection_lost", r"terminating connection due to (administrator command|"
+                            r"unexpected postmaster exit|crash of another server process)"),
+        ("connection_lost", r"server conn crashed"),
+        ("connection_lost", r"SSL SYSCALL error"),
+        ("connection_lost", r"SSL connection has been closed unexpectedly"),
+        # Could not connect at all.
+        ("connection_refused", r"connection refused"),
+        ("connection_refused", r"timeout expired"),
+        ("connection_refused", r"connection timed out"),
+        ("connection_refused", r"no route to host"),
+        ("connection_refused", r"network is unreachable"),
+        ("connection_refused", r"could not translate host name"),
+        ("connection_refused", r"failed to resolve host"),
+        ("connection_refused", r"pgbouncer cannot connect to server"),
+        ("connection_refused", r"client_login_timeout"),
+        ("connection_refused", r"the database system is (starting up|shutting down|"
+                               r"in recovery mode|not yet accepting connections)"),
     )
 )
+
+# libpq's text for a failed connection attempt: "connection to server at "h", port p failed:
+# <why>" (psycopg prefixes "connection failed: "). The rule: whatever went wrong *while
+# connecting* is connection_refused, even when the text reads like a dropped connection
+# ("server closed the connection unexpectedly" during the startup handshake: a pooler that
+# accepts TCP but dies or is killed before the login completes). Nothing was established, so
+# nothing was lost; the request never got a usable connection. (The analysis can still tell
+# the phase apart: such a row has a connect_ms and no query_ms.)
+_CONNECT_PHASE = re.compile(r"^(connection failed: )?connection to server (at|on) .*? failed:",
+                            re.IGNORECASE)
 
 # Exception class names (anywhere in the MRO) -> class, for errors that carry no useful text.
 _TYPES = {
     "PoolTimeout": "pool_timeout",  # psycopg_pool: no connection within the checkout timeout
     "TooManyRequests": "pool_timeout",  # psycopg_pool: more clients waiting than max_waiting
-    "ConnectionTimeout": "network",  # psycopg: connect_timeout expired
-    "ConnectionRefusedError": "network",
-    "ConnectionResetError": "network",
-    "ConnectionAbortedError": "network",
-    "BrokenPipeError": "network",
-    "TimeoutError": "network",
-    "socket.timeout": "network",
-    "gaierror": "network",
+    "ConnectionTimeout": "connection_refused",  # psycopg: connect_timeout expired
+    "ConnectionRefusedError": "connection_refused",
+    "gaierror": "connection_refused",  # host name not resolved
+    "TimeoutError": "connection_refused",  # a socket timeout: a connect that never completed
+    "timeout": "connection_refused",  # socket.timeout (an alias of TimeoutError since 3.10)
+    "ConnectionResetError": "connection_lost",
+    "ConnectionAbortedError": "connection_lost",
+    "BrokenPipeError": "connection_lost",
 }
 
 _URI_PASSWORD = re.compile(r"(postgres(?:ql)?://[^:/@\s]*:)([^@\s]*)(@)", re.IGNORECASE)
@@ -111,6 +147,13 @@ def classify(error: BaseException | tuple[str | None, str] | str | None,
     the message; passwords inside URIs and ``password=...`` settings are always removed.
     """
     type_class = None
+    if isinstance(error, BaseException) and getattr(error, "classify_as_cause", False) \
+            and isinstance(error.__cause__, BaseException):
+        # A wrapper that names the real failure (lab.users' pool checkout that timed out
+        # because connecting failed): the class and SQLSTATE are the cause's, the message the
+        # wrapper's own.
+        cls, sqlstate, _ = classify(error.__cause__)
+        return cls, sqlstate, first_line(_text_of(error), secrets=secrets)
     if isinstance(error, BaseException):
         sqlstate = _sqlstate_of(error)
         text = _text_of(error)
@@ -131,12 +174,16 @@ def _decide(sqlstate: str | None, text: str, type_class: str | None) -> str:
     # no SQLSTATE at all.
     for cls, pattern in _PATTERNS:
         if pattern.search(text):
+            if cls == "connection_lost" and _CONNECT_PHASE.search(text.lstrip()):
+                return "connection_refused"  # it happened while connecting (see above)
             return cls
     if sqlstate:
         if sqlstate in _SQLSTATES:
             return _SQLSTATES[sqlstate]
-        if sqlstate.startswith("08"):  # connection_exception
-            return "network"
+        # connection_exception: 08P01 (protocol_violation) is what PgBouncer sends most of its
+        # own errors as, so it says nothing by itself; the rest mean the connection failed.
+        if sqlstate.startswith("08") and sqlstate != "08P01":
+            return "connection_lost"
     if type_class:
         return type_class
     return "other"

@@ -1,4 +1,4 @@
-"""Raw per-request samples, format ``requests/1`` (see docs/formats.md).
+"""Raw per-request samples, format ``requests/1.1`` (see docs/formats.md).
 
 Load processes write them with ``ChunkWriter``: rows are buffered and about once a second a
 complete Parquet file ``requests/part-<worker>-<seq>.parquet`` appears (written under a hidden
@@ -9,6 +9,10 @@ merges the chunks into ``requests.parquet`` (also through a rename) and removes 
 Strings that repeat (scenario, endpoint, phase, name, error class, SQLSTATE, message) are
 dictionary-encoded and the files zstd-compressed: a million rows stay a few megabytes and load
 in well under a second.
+
+Version 1.1 added the column ``repeat`` (the ``--repeat`` pass a row belongs to). Readers take
+any ``requests/1.x`` file: a file without ``repeat`` (``requests/1``) reads as repeat 1, so old
+run directories and a mix of old and new chunks read as one table of the current schema.
 """
 
 from __future__ import annotations
@@ -27,7 +31,8 @@ import pyarrow.parquet as pq
 
 from lab.errors import ReportError
 
-FORMAT = "requests/1"
+FORMAT = "requests/1.1"
+FORMAT_KIND, FORMAT_MAJOR = "requests", "1"
 FORMAT_KEY = b"pooler-lab.format"
 FILE = "requests.parquet"
 CHUNK_DIR = "requests"
@@ -53,11 +58,14 @@ SCHEMA = pa.schema(
         ("error_class", _DICT),
         ("sqlstate", _DICT),
         ("message", _DICT),
+        ("repeat", pa.int16()),  # 1.1: the --repeat pass, 1-based (older files: 1)
     ],
     metadata={FORMAT_KEY: FORMAT.encode()},
 )
 COLUMNS = tuple(SCHEMA.names)
 _STRING_COLUMNS = frozenset(f.name for f in SCHEMA if pa.types.is_dictionary(f.type))
+# Columns added after requests/1, with the value an older file means: read_chunk fills them.
+ADDED_COLUMNS: dict[str, Any] = {"repeat": 1}
 
 
 def empty_table() -> pa.Table:
@@ -67,6 +75,9 @@ def empty_table() -> pa.Table:
 def to_table(rows: Sequence[Sequence[Any]]) -> pa.Table:
     """Rows as tuples in ``COLUMNS`` order (NaN or None for a missing duration)."""
     columns = list(zip(*rows, strict=True)) if rows else [() for _ in COLUMNS]
+    if len(columns) != len(COLUMNS):
+        raise ValueError(f"a requests row has {len(columns)} values; {FORMAT} has "
+                         f"{len(COLUMNS)} columns: {', '.join(COLUMNS)}")
     arrays = []
     for field, values in zip(SCHEMA, columns, strict=True):
         if field.name in _STRING_COLUMNS:
@@ -153,13 +164,16 @@ def check_format(metadata: dict[bytes, bytes] | None, source: Path) -> None:
     text = value.decode(errors="replace")
     kind, _, version = text.partition("/")
     major = version.split(".")[0]
-    if kind != "requests" or major != FORMAT.split("/")[1]:
-        raise ReportError(f"{source} is format {text}; this pooler-lab reads {FORMAT}",
+    if kind != FORMAT_KIND or major != FORMAT_MAJOR:
+        raise ReportError(f"{source} is format {text}; this pooler-lab reads "
+                          f"{FORMAT_KIND}/{FORMAT_MAJOR}.x",
                           fix="upgrade pooler-lab (pip install -U pooler-lab) to read it")
 
 
 def read_chunk(path: Path | str, columns: Iterable[str] | None = None) -> pa.Table:
-    """One Parquet file of requests/1 (a chunk or requests.parquet)."""
+    """One Parquet file of requests/1.x (a chunk or requests.parquet), in the current schema:
+    columns a file predates are filled with what they meant then (``repeat`` = 1), columns a
+    newer minor version added are left out. ``columns`` selects (and orders) columns."""
     path = Path(path)
     try:
         schema = pq.read_schema(path)
@@ -167,7 +181,25 @@ def read_chunk(path: Path | str, columns: Iterable[str] | None = None) -> pa.Tab
         raise ReportError(f"{path} is unreadable ({exc})",
                           fix="delete the damaged file and run `lab report` again") from None
     check_format(schema.metadata, path)
-    return pq.read_table(path, columns=list(columns) if columns is not None else None)
+    wanted = list(columns) if columns is not None else list(COLUMNS)
+    present = set(schema.names)
+    unknown = [c for c in wanted if c not in present and c not in ADDED_COLUMNS]
+    if unknown:
+        raise ReportError(f"{path} has no column {', '.join(map(repr, unknown))}",
+                          fix=f"read the columns of {FORMAT}: {', '.join(COLUMNS)}")
+    table = pq.read_table(path, columns=[c for c in wanted if c in present])
+    if len(table.column_names) == len(wanted):
+        return table.select(wanted)
+    arrays, fields = [], []
+    for name in wanted:
+        if name in present:
+            arrays.append(table.column(name))
+            fields.append(table.schema.field(name))
+        else:
+            field = SCHEMA.field(name)
+            arrays.append(pa.array([ADDED_COLUMNS[name]] * table.num_rows, type=field.type))
+            fields.append(field)
+    return pa.Table.from_arrays(arrays, schema=pa.schema(fields, metadata=table.schema.metadata))
 
 
 def chunk_paths(run_dir: Path | str) -> list[Path]:

@@ -5,8 +5,11 @@ psycopg_pool.ConnectionPool of `pool_size` connections, opened at start and kept
 arrive at `rate_per_server` per second on each server (seeded, open loop) and each runs in its
 own greenlet, at most `max_inflight` at once: when every pooled connection is busy a request
 waits for a checkout, and that wait is its connect_ms and part of its latency (a checkout
-beyond `checkout_timeout` fails as pool_timeout). Backends needed: users x pool_size, all the
-time; the recommended endpoints are direct, or the session pooler when IPv4 is needed.
+beyond `checkout_timeout` fails as pool_timeout, or as connection_refused when the pool could
+not connect meanwhile: a server or pooler that is gone is not a pool that is too small).
+Arrivals still waiting for one of the `max_inflight` slots when the load stops are not_started
+rows. Backends needed: users x pool_size, all the time; the recommended endpoints are direct,
+or the session pooler when IPv4 is needed.
 
     lab run persistent-server -e direct -e session
     locust -f scenarios/persistent_server.py --headless -u 4 -r 4 -t 60s \

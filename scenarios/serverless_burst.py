@@ -2,7 +2,9 @@
 
 Open loop: invocations arrive on a seeded schedule (a low base rate with periodic spikes) whether
 or not earlier ones have finished, as requests reach a serverless platform. Each Locust user is
-one slot of concurrency, so --users is the most invocations running at once. An invocation
+one slot of concurrency, so --users is the most invocations running at once; further arrivals
+queue (the wait is in their latency), and those still queued when the load stops are
+not_started rows. An invocation
 connects, runs `queries` short parameterised queries (plus an optional server-side pg_sleep),
 keeps its connection for `hold_ms` of other work, and closes. Against `direct` a spike needs one
 Postgres backend per running invocation (watch for too_many_clients); through the transaction

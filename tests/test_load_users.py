@@ -115,7 +115,8 @@ def test_serverless_burst_exhausts_direct_but_not_the_transaction_pooler(eps, la
            endpoint=endpoint, params=params)
     got = rows(tmp_path)
     assert len(got) > 150
-    errors = collections.Counter(r["error_class"] for r in got if not r["ok"])
+    started = [r for r in got if r["error_class"] != "not_started"]
+    errors = collections.Counter(r["error_class"] for r in started if not r["ok"])
     ok = [r for r in got if r["ok"]]
     assert ok
     if endpoint == "direct":
@@ -129,6 +130,8 @@ def test_serverless_burst_exhausts_direct_but_not_the_transaction_pooler(eps, la
     for r in got:
         assert r["endpoint"] == endpoint and r["phase"] == "serverless"
         assert r["scenario"] == "serverless-burst" and r["name"] == "invocation"
+        assert r["repeat"] == 1
+    for r in started:
         assert r["intended_start"] <= r["start"]
         assert r["total_ms"] >= r["service_ms"] - 1e-6
     for r in ok:
@@ -140,7 +143,8 @@ def test_serverless_burst_exhausts_direct_but_not_the_transaction_pooler(eps, la
     assert sched["spikes"] and sched["spikes"][0] == pytest.approx(
         [sched["t0"] + 1, sched["t0"] + 2])
     assert sched["params"]["hold_ms"] == 300.0
-    assert sched["unserved"]["serverless"] >= 0
+    # arrivals left in the queue at the stop: one not_started row each
+    assert sched["unserved"]["serverless"] == len(got) - len(started)
     # spikes are where the schedule says: more arrivals per second inside them
     inside = sum(any(a <= r["intended_start"] < b for a, b in sched["spikes"]) for r in got)
     assert inside > len(got) * 0.5 * 0.9
@@ -161,6 +165,40 @@ def test_prepared_statements_through_the_transaction_pooler(eps, tmp_path):
     got = rows(tmp_path / "auto")
     assert len(got) > 300 and all(r["ok"] for r in got)
     assert all(r["phase"] == "persistent" for r in got)
+
+
+def test_a_busy_pool_with_healthy_connects_times_out_as_pool_timeout(eps, tmp_path):
+    """One pooled connection, requests that hold it 0.4 s, arrivals at 10/s: checkouts time
+    out because the pool is too small (its connects work), so the class stays pool_timeout;
+    and the requests Locust cuts off at the stop are unfinished, not lost."""
+    locust(PERSISTENT, tmp_path, eps["direct"]["bench_uri"], users=1, seconds=4,
+           endpoint="direct", params={"rate_per_server": "10", "pool_size": "1",
+                                      "sleep_ms": "400", "queries": "1",
+                                      "checkout_timeout": "1"})
+    got = rows(tmp_path)
+    classes = collections.Counter(r["error_class"] or "ok" for r in got)
+    assert classes["pool_timeout"] > 5 and classes["ok"] > 3, classes
+    assert set(classes) <= {"ok", "pool_timeout", "unfinished", "not_started"}, classes
+    timeouts = [r for r in got if r["error_class"] == "pool_timeout"]
+    assert all(r["message"].startswith("couldn't get a connection after 1.00 sec")
+               for r in timeouts), timeouts[0]
+    assert all(900 <= r["connect_ms"] < 1500 for r in timeouts)
+
+
+def test_the_pool_names_a_refused_connect_instead_of_pool_size(eps, tmp_path):
+    """The same app server aimed at a port nothing listens on: its checkouts time out because
+    the pool cannot connect, and the rows say so (connection_refused, with the cause)."""
+    uri = eps["direct"]["bench_uri"].rsplit(":", 1)[0] + ":1/postgres"
+    locust(PERSISTENT, tmp_path, uri, users=1, seconds=3, endpoint="direct",
+           params={"rate_per_server": "5", "checkout_timeout": "1", "connect_timeout": "1"})
+    got = rows(tmp_path)
+    classes = collections.Counter(r["error_class"] or "ok" for r in got)
+    assert classes["connection_refused"] >= 5 and "pool_timeout" not in classes, classes
+    refused = [r for r in got if r["error_class"] == "connection_refused"]
+    assert all(r["message"].startswith("pool checkout timed out after 1 s; the last "
+                                       "connection attempt failed: connection failed:")
+               for r in refused), refused[0]
+    assert all("Connection refused" in r["message"] for r in refused), refused[0]
 
 
 def test_mixed_routes_each_phase_to_its_endpoint(eps, lab, tmp_path):

@@ -15,7 +15,7 @@ import pyarrow.compute as pc
 import pytest
 
 from lab import samples
-from tests.conftest import LAB, ROOT
+from tests.conftest import LAB, ROOT, lab_cli
 
 pytestmark = [pytest.mark.stack, pytest.mark.timeout(300)]
 
@@ -167,7 +167,8 @@ def test_ctrl_c_keeps_what_was_measured_and_leaves_no_locust_behind(lab, tmp_pat
 
 
 def report_json(lab, run_dir: Path) -> dict:
-    return json.loads(lab.cli("report", str(run_dir), "--json", timeout=120).stdout)
+    return json.loads(lab_cli("report", str(run_dir), "--json", home=lab.home,
+                              timeout=120).stdout)
 
 
 def test_a_pooler_stopped_mid_run_is_an_outage_not_pool_size(lab, tmp_path):

@@ -13,12 +13,18 @@ from lab import samples
 from lab.errors import ReportError
 
 
-def row(i: int, ok: bool = True, worker: int = 0) -> tuple:
+def row(i: int, ok: bool = True, worker: int = 0, repeat: int = 1) -> tuple:
     start = 1_800_000_000.0 + i * 0.001
     return ("serverless-burst", "direct", "serverless", "invocation", worker, i % 7,
             start - 0.0005, start, 1.5, 0.000185 if ok else math.nan, 2.0, 2.5, ok,
             None if ok else "too_many_clients", None if ok else "53300",
-            None if ok else "sorry, too many clients already")
+            None if ok else "sorry, too many clients already", repeat)
+
+
+def write_v1(path, rows: list[tuple]) -> None:
+    """A requests/1 file as pooler-lab wrote it before the `repeat` column."""
+    table = samples.to_table(rows).drop_columns(["repeat"])
+    pq.write_table(table.replace_schema_metadata({b"pooler-lab.format": b"requests/1"}), path)
 
 
 def test_chunks_are_whole_files_with_the_format_tag(tmp_path):
@@ -33,11 +39,13 @@ def test_chunks_are_whole_files_with_the_format_tag(tmp_path):
     assert [f.name for f in files] == ["part-3-000000.parquet", "part-3-000001.parquet"]
     assert not [p for p in (tmp_path / "requests").iterdir() if p.name.startswith(".")]
     meta = pq.read_schema(files[0]).metadata
-    assert meta[b"pooler-lab.format"] == b"requests/1"
+    assert meta[b"pooler-lab.format"] == b"requests/1.1"
     table = samples.read_requests(tmp_path)
     assert table.num_rows == 11 and table.column_names == list(samples.COLUMNS)
     assert table.schema.field("scenario").type == pa.dictionary(pa.int32(), pa.string())
     assert table.schema.field("worker").type == pa.int16()
+    assert table.schema.field("repeat").type == pa.int16()
+    assert table.column_names[-1] == "repeat" and set(table.column("repeat").to_pylist()) == {1}
     rows = table.to_pylist()
     assert rows[0]["query_ms"] == pytest.approx(0.000185)  # sub-millisecond kept, not rounded
     failed = rows[-1]
@@ -123,7 +131,7 @@ def test_refuses_unknown_major_format_and_foreign_files(tmp_path):
     pq.write_table(table, tmp_path / "requests.parquet")
     with pytest.raises(ReportError, match="requests/2") as info:
         samples.read_requests(tmp_path)
-    assert "upgrade" in info.value.fix
+    assert "upgrade" in info.value.fix and "reads requests/1.x" in info.value.message
     pq.write_table(pa.table({"x": [1]}), tmp_path / "requests.parquet")
     with pytest.raises(ReportError, match="not a pooler-lab requests file"):
         samples.read_requests(tmp_path)
@@ -137,6 +145,63 @@ def test_minor_versions_are_read(tmp_path):
         {b"pooler-lab.format": b"requests/1.1"})
     pq.write_table(table, tmp_path / "requests.parquet")
     assert samples.read_requests(tmp_path).num_rows == 1
+
+
+def test_a_row_of_the_wrong_length_is_refused():
+    with pytest.raises(ValueError, match="17 columns"):
+        samples.to_table([row(0)[:-1]])
+
+
+def test_the_repeat_column_round_trips(tmp_path):
+    w = samples.ChunkWriter(tmp_path, worker=0)
+    w.add(row(0, repeat=1))
+    w.add(row(1, repeat=3))
+    w.close()
+    table = samples.read_requests(tmp_path, columns=["repeat", "ok"])
+    assert table.column_names == ["repeat", "ok"]
+    assert table.column("repeat").to_pylist() == [1, 3]
+
+
+def test_a_requests_1_file_without_repeat_reads_as_repeat_1(tmp_path):
+    write_v1(tmp_path / "requests.parquet", [row(0), row(1, ok=False)])
+    table = samples.read_requests(tmp_path)
+    assert table.column_names == list(samples.COLUMNS) and table.num_rows == 2
+    assert table.schema.field("repeat").type == pa.int16()
+    assert table.column("repeat").to_pylist() == [1, 1]
+    picked = samples.read_requests(tmp_path, columns=["ok", "repeat", "error_class"])
+    assert picked.column_names == ["ok", "repeat", "error_class"]
+    assert picked.to_pylist() == [{"ok": True, "repeat": 1, "error_class": None},
+                                  {"ok": False, "repeat": 1, "error_class": "too_many_clients"}]
+    assert samples.read_requests(tmp_path, columns=["repeat"]).column("repeat").to_pylist() \
+        == [1, 1]
+    with pytest.raises(ReportError, match="no column 'nope'"):
+        samples.read_requests(tmp_path, columns=["ok", "nope"])
+
+
+def test_old_and_new_chunks_read_and_compact_together(tmp_path):
+    folder = tmp_path / "requests"
+    folder.mkdir()
+    write_v1(folder / "part-0-000000.parquet", [row(0), row(2)])
+    w = samples.ChunkWriter(tmp_path, worker=1)
+    w.add(row(1, repeat=2))
+    w.close()
+    for columns in (None, ["start", "repeat"]):
+        table = samples.read_requests(tmp_path, columns=columns)
+        assert table.num_rows == 3
+        assert sorted(table.column("repeat").to_pylist()) == [1, 1, 2]
+    samples.compact(tmp_path)
+    merged = samples.read_requests(tmp_path)
+    assert pq.read_schema(tmp_path / "requests.parquet").metadata[b"pooler-lab.format"] == \
+        b"requests/1.1"
+    assert merged.column("repeat").to_pylist() == [1, 2, 1]  # sorted by start
+    assert merged.column_names == list(samples.COLUMNS)
+
+
+def test_a_newer_minor_version_reads_its_known_columns(tmp_path):
+    table = samples.to_table([row(0)]).append_column("future", pa.array([5]))
+    pq.write_table(table.replace_schema_metadata({b"pooler-lab.format": b"requests/1.7"}),
+                   tmp_path / "requests.parquet")
+    assert samples.read_requests(tmp_path).column_names == list(samples.COLUMNS)
 
 
 def test_missing_run_dir_is_a_report_error(tmp_path):
