@@ -46,6 +46,7 @@ Configuration comes from the environment (set by ``lab run``; all optional for p
     LAB_PARAMS       JSON object of scenario parameters (strings or typed values)
     LAB_SEED         arrival-schedule seed (default 1)
     LAB_WORKERS      number of Locust worker processes sharing the arrival rate (default 1)
+    LAB_RUN_TIME     seconds of load, for --processes workers, which Locust does not tell
     LAB_REPEAT       the --repeat pass this segment is, for the `repeat` column (default 1)
 
 While the test runs, each process also writes LAB_RUN_DIR/live/<endpoint>-<worker>.json about
@@ -447,9 +448,16 @@ def _passwords(uris) -> tuple[str, ...]:
 
 
 def _run_time(environment) -> float | None:
+    """Locust's --run-time; its --processes workers do not get it, so `lab run` also passes
+    it as LAB_RUN_TIME (each worker's schedule then ends with the run, as the master's does)."""
     options = getattr(environment, "parsed_options", None)
     value = getattr(options, "run_time", None)
-    return float(value) if value else None
+    if not value:
+        value = os.environ.get("LAB_RUN_TIME")
+    try:
+        return float(value) if value else None
+    except ValueError:
+        return None
 
 
 def _schedule_json(s: schedmod.Schedule) -> dict[str, Any]:

@@ -50,6 +50,7 @@ def environment(spec: RunSpec, scenario_name: str, params: dict[str, Any], endpo
         LAB_SEED=str(spec.seed),
         LAB_WORKERS=str(spec.workers),
         LAB_REPEAT=str(repeat),
+        LAB_RUN_TIME=str(max(1, round(spec.duration_s))),
         PYTHONUNBUFFERED="1",
     )
     return env
