@@ -1711,22 +1711,14 @@ def _comparison_warnings(a: RunAnalysis, b: RunAnalysis) -> list[str]:
         out.append("The machines differ: " + ", ".join(
             f"{names[k]} A {_describe_value(host_a.get(k))}, B {_describe_value(host_b.get(k))}"
             for k in differ) + ".")
-    sa, sb = set(a.scenarios), set(b.scenarios)
-    if sa != sb:
-        parts = []
-        if sa - sb:
-            parts.append(f"only A ran {', '.join(sorted(sa - sb))}")
-        if sb - sa:
-            parts.append(f"only B ran {', '.join(sorted(sb - sa))}")
-        out.append(f"The scenarios differ: {'; '.join(parts)}.")
-    ea, eb = {g.endpoint for g in a.groups}, {g.endpoint for g in b.groups}
-    if ea != eb:
-        parts = []
-        if ea - eb:
-            parts.append(f"only A measured {', '.join(sorted(ea - eb, key=_endpoint_rank))}")
-        if eb - ea:
-            parts.append(f"only B measured {', '.join(sorted(eb - ea, key=_endpoint_rank))}")
-        out.append(f"The endpoints differ: {'; '.join(parts)}.")
+    for what, verb, sa, sb, key in (
+            ("scenarios", "ran", set(a.scenarios), set(b.scenarios), None),
+            ("endpoints", "measured", {g.endpoint for g in a.groups},
+             {g.endpoint for g in b.groups}, _endpoint_rank)):
+        if sa != sb:
+            parts = [f"only {side} {verb} {', '.join(sorted(only, key=key))}"
+                     for side, only in (("A", sa - sb), ("B", sb - sa)) if only]
+            out.append(f"The {what} differ: {'; '.join(parts)}.")
     if a.repeats != b.repeats:
         out.append(f"Repeats differ: A ran each segment {a.repeats} time(s), B {b.repeats}: "
                    "their intervals are not equally wide.")
