@@ -6,10 +6,17 @@ With ``compare`` (another run directory) it writes into ``<run_dir>/compare-<oth
 instead, adds a table of what changed and overlays the other run in every figure; the plain
 report of the run stays as it was.
 
-The HTML references nothing outside itself: styles inline, figures as ``data:`` URIs, no
-script, no web font. Both documents are made from one list of blocks, so they say the same.
-No password reaches a report: the manifest has none, and every text taken from a run (error
-messages, manifest values) is scrubbed of URI passwords once more anyway.
+Order: what makes the runs of a comparison unlike, then the run's own warnings (a busy
+machine, outages, work never started, one repeat only), then "What this run says" with each
+scenario's headline figure, the summary tables (every scheduled arrival by outcome; rates and
+percentiles with their 95% intervals), what changed, the other figures, errors and outages,
+how the numbers are made, the manifest.
+
+The HTML references nothing outside itself: styles inline, figures as ``data:`` URIs shown at
+their own pixel size (only ever scaled down to fit), no script, no web font. Both documents
+are made from one list of blocks, so they say the same. No password reaches a report: the
+manifest has none, and every text taken from a run (error messages, manifest values) is
+scrubbed of URI passwords once more anyway.
 """
 
 from __future__ import annotations
@@ -108,10 +115,29 @@ def fmt_int(value: int | float | None) -> str:
     return "-" if value is None else f"{int(value):,}"
 
 
+def fmt_share(count: int, whole: int) -> str:
+    """A count and its share of ``whole``: '1,950 (31.20%)'."""
+    return f"{count:,} ({fmt_pct(count / whole if whole else 0.0)})"
+
+
+def fmt_interval(e: an.Estimate, fmt=fmt_ms) -> str:
+    """A value and its 95% interval: '12.3 (11.8-12.9)'; the value alone when the interval is
+    unknown or empty."""
+    if not math.isfinite(e.value):
+        return "-"
+    if not (math.isfinite(e.low) and math.isfinite(e.high)):
+        return fmt(e.value)
+    return f"{fmt(e.value)} ({fmt(e.low)}-{fmt(e.high)})"
+
+
+def _is_rate(metric: str) -> bool:
+    return metric.endswith(" rate")
+
+
 def fmt_change(change: float | None, ratio: float | None, metric: str) -> str:
     if change is None:
         return "-"
-    if metric == "error rate":
+    if _is_rate(metric):
         return f"{100 * change:+.2f} pp"
     if ratio is None:
         return f"{change:+,.4g}"
@@ -173,34 +199,42 @@ def document(a: RunAnalysis, figures: Sequence[plots.FigureFile],
              comparison: Comparison | None = None) -> list[Block]:
     m = a.manifest
     blocks: list[Block] = [Heading(1, f"pooler-lab report: {scrub(a.run_id)}")]
+    if comparison is not None:
+        # what makes the two runs unlike comes before any number
+        blocks += [Para(scrub(w), strong="Runs differ:", kind="warning")
+                   for w in comparison.warnings]
     scenario = (m.get("scenario") or {}).get("name", "?")
     endpoints = ", ".join(dict.fromkeys(g.endpoint for g in a.groups))
     blocks.append(Para(
         f"Scenario {scrub(scenario)} against {endpoints}; started {scrub(m.get('started_at'))}, "
-        f"ended {scrub(m.get('ended_at'))} ({_duration(m.get('duration_s'))}); "
-        f"{a.total_requests:,} requests."))
-    if m.get("interrupted"):
-        blocks.append(Para("the run was interrupted (Ctrl-C or a failure); everything measured "
-                           "until then is reported.", strong="Interrupted:", kind="warning"))
+        f"ended {scrub(m.get('ended_at'))} ({_duration(m.get('duration_s'))}"
+        + (f", {a.repeats} repeats" if a.repeats > 1 else "")
+        + f"); {a.total_scheduled:,} arrivals scheduled, {a.total_requests:,} started."))
     if comparison is not None:
         blocks.append(Para(
-            f"this run (A) against {scrub(comparison.b.run_id)} (B). Figures draw B in the same "
-            "colours, faint and dashed; the table \"What changed\" has the numbers.",
-            strong="Comparison:", kind="note"))
+            f"this run (A) against {scrub(comparison.b.run_id)} (B). Every figure draws B in the "
+            "same colours, faint and dashed (bars faint with a dashed outline, points hollow "
+            "with dashed whiskers), and its legend says what is drawn; the table \"What "
+            "changed\" compares rates, never counts.", strong="Comparison:", kind="note"))
+    blocks += [Para(scrub(w), strong="Warning:", kind="warning") for w in a.warnings]
+    if comparison is not None:
+        own = set(a.warnings)
+        blocks += [Para(scrub(w), strong="Warning (run B):", kind="warning")
+                   for w in comparison.b.warnings if w not in own]
     if a.skipped_lines:
         blocks.append(Para(f"{a.skipped_lines} unreadable line(s) of connections.jsonl were "
                            "skipped (a killed run leaves a torn last line).", kind="note"))
     if not a.connections:
         blocks.append(Para("this run has no connection samples (connections.jsonl): peaks and "
-                           "the connections figure are empty.", strong="No connection samples:",
+                           "the connections figures are empty.", strong="No connection samples:",
                            kind="warning"))
-    blocks += _says(a)
+    blocks += _says(a, figures)
     blocks += _summary(a)
     if comparison is not None:
         blocks += _changes(comparison)
     blocks += _figures(a, figures)
     blocks += _errors(a)
-    blocks += _definitions()
+    blocks += _definitions(a)
     blocks += _manifest(a)
     return blocks
 
@@ -211,15 +245,25 @@ def _duration(value: Any) -> str:
     return f"{value:,.0f} s" if value >= 10 else f"{value:.1f} s"
 
 
-def _says(a: RunAnalysis) -> list[Block]:
+def _says(a: RunAnalysis, figures: Sequence[plots.FigureFile] = ()) -> list[Block]:
     blocks: list[Block] = [Heading(2, "What this run says", "says")]
+    headlines = {f.scenario: f for f in figures if f.kind == "headline"}
+    shown: set[str] = set()
     for rec in a.recommendations:
         title = f"{rec.scenario}: {rec.workload} workload" + (
             f" (phase {rec.phase})" if rec.phase != rec.workload else "")
         blocks.append(Heading(3, title))
+        if rec.scenario in headlines and rec.scenario not in shown:
+            blocks.append(Image(headlines[rec.scenario]))  # the one figure for the room
+            shown.add(rec.scenario)
         if rec.choice is not None:
             label = an.LABELS.get(rec.choice, rec.choice)
-            verdict = "as the guide advises" if rec.agrees else "not the guide's first choice"
+            if rec.agrees and rec.choice == rec.default:
+                verdict = "as the guide advises"
+            elif rec.agrees:
+                verdict = "one of the guide's choices"
+            else:
+                verdict = "not the guide's choice"
             blocks.append(Para(f"{rec.choice} ({label}), {verdict}.",
                                strong="Recommended connection method:"))
         else:
@@ -232,54 +276,88 @@ def _says(a: RunAnalysis) -> list[Block]:
                 [[h.endpoint, h.limit, fmt_int(h.value), scrub(h.evidence), h.fix]
                  for h in rec.limits],
                 numeric=[False, False, True, False, False]))
+    for scenario, f in headlines.items():  # a scenario without a recommendation
+        if scenario not in shown:
+            blocks += [Heading(3, scenario), Image(f)]
     return blocks
 
 
-SUMMARY_LOAD = ["requests", "requests/s", "errors", "peak backends", "peak waiting"]
-SUMMARY_LATENCY = [f"{metric} {p}" for metric in ("connect", "query", "total")
-                   for p in ("p50", "p95", "p99", "max")]
+SUMMARY_LATENCY = ["total p50 (95% CI)", "total p95 (95% CI)", "total p99 (95% CI)",
+                   "total max"]
+SUMMARY_PARTS = [f"{metric} {p}" for metric in ("connect", "query")
+                 for p in ("p50", "p95", "p99", "max")]
+
+
+def _peak_backends(g: Group) -> str:
+    """Peak backends, the dedicated pooler's auth_query logins apart: '18 + 2 auth'."""
+    if g.peak_backends is None:
+        return "-"
+    if g.peak_auth_backends:
+        return f"{g.peak_backends:,} + {g.peak_auth_backends:,} auth"
+    return f"{g.peak_backends:,}"
 
 
 def summary_rows(a: RunAnalysis, scenario: str) -> tuple[list[str], list[list[str]],
+                                                         list[str], list[list[str]],
                                                          list[str], list[list[str]]]:
-    """The two summary tables of a scenario: (load headers, rows, latency headers, rows)."""
+    """The three summary tables of a scenario, as (headers, rows) pairs: arrivals by outcome,
+    total-time latency with its intervals, and the parts of it (connect, query).
+    Every scheduled arrival is in one column: succeeded + failed + not started = scheduled."""
     groups = a.groups_of(scenario)
     seen = {c for g in groups for c in g.errors}
     classes = [c for c in a.error_classes if c in seen]
-    load_headers = ["endpoint", *SUMMARY_LOAD[:3], *classes, *SUMMARY_LOAD[3:]]
-    load_rows = []
-    latency_rows = []
+    load_headers = ["endpoint", "scheduled", "succeeded", "failed",
+                    *[f"failed: {c}" for c in classes], "not started",
+                    "requests/s (95% CI)", "peak backends", "peak waiting"]
+    load_rows, latency_rows, part_rows = [], [], []
     for g in groups:
         label = _group_label(g, groups)
-        load_rows.append([label, fmt_int(g.requests), fmt_rate(g.rps), fmt_pct(g.error_rate),
-                          *[fmt_pct(g.error_rate_of(c)) for c in classes],
-                          fmt_int(g.peak_backends), fmt_int(g.peak_waiting)])
-        latency_rows.append([label, *[fmt_ms(getattr(getattr(g, metric), p))
-                                      for metric in ("connect", "query", "total")
-                                      for p in ("p50", "p95", "p99", "max")]])
-    return load_headers, load_rows, ["endpoint", *SUMMARY_LATENCY], latency_rows
+        load_rows.append([label, fmt_int(g.scheduled), fmt_share(g.ok, g.scheduled),
+                          fmt_share(g.failed, g.scheduled),
+                          *[fmt_share(g.errors.get(c, 0), g.scheduled) for c in classes],
+                          fmt_share(g.not_started, g.scheduled),
+                          fmt_interval(g.estimate("rps"), fmt_rate),
+                          _peak_backends(g), fmt_int(g.peak_waiting)])
+        latency_rows.append([label, *[fmt_interval(g.estimate(p)) for p in ("p50", "p95", "p99")],
+                             fmt_ms(g.total.max)])
+        part_rows.append([label, *[fmt_ms(getattr(getattr(g, metric), p))
+                                   for metric in ("connect", "query")
+                                   for p in ("p50", "p95", "p99", "max")]])
+    return (load_headers, load_rows, ["endpoint", *SUMMARY_LATENCY], latency_rows,
+            ["endpoint", *SUMMARY_PARTS], part_rows)
 
 
 def _summary(a: RunAnalysis) -> list[Block]:
     blocks: list[Block] = [Heading(2, "Summary", "summary")]
     for scenario in a.scenarios:
         blocks.append(Heading(3, scenario))
-        load_h, load_r, lat_h, lat_r = summary_rows(a, scenario)
+        load_h, load_r, lat_h, lat_r, part_h, part_r = summary_rows(a, scenario)
         blocks.append(Table(load_h, load_r, numeric=[False] + [True] * (len(load_h) - 1),
-                            caption="Requests, requests/s and error rate (all requests; "
-                                    "by class as a share of all requests); peaks from the "
-                                    "connection samples during the endpoint's run"))
+                            caption="Every scheduled arrival, by outcome: succeeded, failed "
+                                    "(in all and by error class) or not started, each with "
+                                    "its share of the scheduled; requests started per second "
+                                    "of load time with its 95% interval; peaks from the "
+                                    "connection samples while the endpoint ran (the dedicated "
+                                    "pooler's own auth_query logins apart)"))
         blocks.append(Table(lat_h, lat_r, numeric=[False] + [True] * (len(lat_h) - 1),
-                            caption="Latency in ms, successful requests only: connect (new "
-                                    "connection or pool checkout), query, and total (from the "
-                                    "intended start, so time queued counts)"))
+                            caption="Total time in ms of successful requests, from the "
+                                    "intended start (so time queued counts), with 95% "
+                                    "intervals"))
+        blocks.append(Table(part_h, part_r, numeric=[False] + [True] * (len(part_h) - 1),
+                            caption="Its parts in ms, successful requests only: connect (a "
+                                    "new connection or a pool checkout) and query (all "
+                                    "queries; a session pooler's queue for a server "
+                                    "connection shows here when each request connects)"))
     return blocks
 
 
 def _changes(c: Comparison) -> list[Block]:
     blocks: list[Block] = [Heading(2, "What changed", "changes")]
     blocks.append(Para(f"A is this run ({scrub(c.a.run_id)}), B the --compare run "
-                       f"({scrub(c.b.run_id)}). Each cell: A, then B and the change from B to A."))
+                       f"({scrub(c.b.run_id)}). Rates only, never counts (runs of different "
+                       "lengths have different counts). Each cell: A, then B and the change "
+                       "from B to A; † marks a change where the two 95% intervals do not "
+                       "overlap."))
     for scenario in c.a.scenarios:
         keys = list(dict.fromkeys(d.key for d in c.deltas if d.key[0] == scenario))
         if not keys:
@@ -292,8 +370,9 @@ def _changes(c: Comparison) -> list[Block]:
             cells = [_group_label(g, groups)]
             for metric in an.DELTA_METRICS:
                 d = next(x for x in c.deltas if x.key == key and x.metric == metric)
+                mark = " †" if d.beyond_intervals else ""
                 cells.append(f"{_delta_value(d.a, metric)} (B {_delta_value(d.b, metric)}, "
-                             f"{fmt_change(d.change, d.ratio, metric)})")
+                             f"{fmt_change(d.change, d.ratio, metric)}{mark})")
             rows.append(cells)
         blocks.append(Table(["endpoint", *an.DELTA_METRICS], rows,
                             numeric=[False] + [True] * len(an.DELTA_METRICS)))
@@ -302,10 +381,12 @@ def _changes(c: Comparison) -> list[Block]:
         items += [f"only in B: {' / '.join(k)}" for k in c.only_b]
         blocks.append(Bullets(items))
     if c.settings:
-        blocks.append(Table(["setting (manifest)", "A", "B"],
+        blocks.append(Table(["setting (by meaning)", "A", "B"],
                             [[k, scrub(_value(va)), scrub(_value(vb))]
                              for k, va, vb in c.settings],
-                            caption="Manifest values that differ between the runs"))
+                            caption="Settings that differ between the runs, compared by "
+                                    "meaning (a scenario's parameters whether the run had one "
+                                    "scenario or several)"))
     else:
         blocks.append(Para("Both runs used the same settings, scenario parameters and versions."))
     return blocks
@@ -314,7 +395,7 @@ def _changes(c: Comparison) -> list[Block]:
 def _delta_value(value: float | None, metric: str) -> str:
     if metric == "requests/s":
         return fmt_rate(value)
-    if metric == "error rate":
+    if _is_rate(metric):
         return fmt_pct(value)
     if metric.startswith("peak"):
         return fmt_int(value)
@@ -326,7 +407,7 @@ def _figures(a: RunAnalysis, figures: Sequence[plots.FigureFile]) -> list[Block]
     for scenario in a.scenarios:
         blocks.append(Heading(3, scenario))
         for f in figures:
-            if f.scenario == scenario:
+            if f.scenario == scenario and f.kind != "headline":  # shown in "What this run says"
                 blocks.append(Image(f))
     return blocks
 
@@ -341,6 +422,15 @@ def _errors(a: RunAnalysis) -> list[Block]:
             numeric=[False, False, False, True, False, False]))
     else:
         blocks.append(Para("No request failed."))
+    if a.outages:
+        several = a.repeats > 1
+        blocks.append(Para(f"a target stopped answering the sampler ({an.OUTAGE_SAMPLES} or "
+                           "more failed samples in a row) while an endpoint ran; failures "
+                           "there count as connection refused or lost, never as pool size.",
+                           strong="Outages:"))
+        blocks.append(Bullets([scrub(f"{o.scenario} on {o.endpoint}"
+                                     + (f" (repeat {o.repeat})" if several else "")
+                                     + f": {o.describe()} ({o.error})") for o in a.outages]))
     gaps = []
     for series in a.connections.values():
         for start, end, error in _gap_runs(series):
@@ -378,23 +468,41 @@ def _gap_runs(series: an.Series) -> list[tuple[float, float, str]]:
     return runs
 
 
-def _definitions() -> list[Block]:
-    return [Heading(2, "How the numbers are made", "definitions"), Bullets([
+def _definitions(a: RunAnalysis) -> list[Block]:
+    threshold = next((r.threshold for r in a.recommendations), an.THRESHOLD)
+    items = [
         "Every number comes from the raw per-request samples (requests.parquet), never from "
         "Locust's rounded statistics, and from the connection samples (connections.jsonl).",
+        "Every scheduled arrival has one outcome: succeeded, failed (by error class) or not "
+        "started (the load never began it: every concurrency slot was busy, or the segment "
+        "ended first; not a failure, but work not done). Scheduled = succeeded + failed + not "
+        "started, per segment; shares and rates are of the scheduled arrivals, and an arrival "
+        "counts in the segment it was scheduled in.",
         "Latency percentiles use successful requests only (linear interpolation, as "
         "numpy.percentile); failed requests are counted by error class instead.",
         "total time runs from the request's intended start (the arrival schedule) to its end, "
         "so time spent queued behind a stall counts (no coordinated omission); connect time is "
-        "a new connection, a pool checkout, or 0 for a held connection.",
-        "requests/s is the request count over the span from the first intended start to the "
-        "last end of that endpoint's requests.",
+        "a new connection, a pool checkout, or 0 for a held connection; a scenario's "
+        "client-side work (hold_ms) is part of total time, drawn as a reference line.",
+        "requests/s is the requests started over the time the load ran (summed over repeats).",
         "Peak backends: most Postgres client backends seen by the sampler while the endpoint "
-        "ran (all origins); peak waiting: most clients queued in that endpoint's pooler.",
-        f"An endpoint serves a workload when at most {fmt_pct(an.HEALTHY_ERROR_RATE)} of its "
-        "requests fail; the recommendation picks, among those, the guide's choice with the "
-        "lowest p95 total time.",
-    ])]
+        "ran (all origins), without the dedicated pooler's own auth_query logins (role "
+        "pgbouncer), which are counted apart (\"+ N auth\"); peak waiting: most clients queued "
+        "in that endpoint's pooler.",
+        f"An outage is {an.OUTAGE_SAMPLES} or more failed connection samples in a row of "
+        "Postgres or of the endpoint's pooler; requests failing in it are connection refused "
+        "or lost, never a pool-size limit.",
+    ]
+    if a.ci_method:
+        items.append(a.ci_method)
+    items.append(
+        "The recommendation starts from the guide's choice among the eligible endpoints (no "
+        "outage, no arrival left not started, at most "
+        f"{fmt_pct(an.HEALTHY_ERROR_RATE)} failed, no documented limit reached) and departs "
+        f"from it only for an endpoint whose p95 total time is lower by more than "
+        f"{100 * threshold:.0f}% with its whole 95% interval below the guide's choice's; "
+        "otherwise there is no meaningful difference and the guide's choice stands.")
+    return [Heading(2, "How the numbers are made", "definitions"), Bullets(items)]
 
 
 def _value(value: Any) -> str:
@@ -407,6 +515,14 @@ def _value(value: Any) -> str:
     if isinstance(value, dict):
         return ", ".join(f"{k}={_value(v)}" for k, v in value.items())
     return str(value)
+
+
+def _segment_label(s: dict) -> str:
+    label = f"{_value(s.get('scenario'))} -> {_value(s.get('endpoint'))}" \
+        if s.get("scenario") else _value(s.get("endpoint"))
+    if isinstance(s.get("repeat"), int) and s["repeat"] > 1:
+        label += f" (repeat {s['repeat']})"
+    return label
 
 
 def _manifest(a: RunAnalysis) -> list[Block]:
@@ -441,11 +557,14 @@ def _manifest(a: RunAnalysis) -> list[Block]:
     segments = [s for s in m.get("segments") or [] if isinstance(s, dict)]
     if segments:
         blocks.append(Table(
-            ["segment", "started", "ended", "spike windows", "Locust exit", "interrupted"],
-            [[_value(s.get("endpoint")), _value(s.get("started_at")), _value(s.get("ended_at")),
-              str(len(s.get("spikes") or [])), _value(s.get("locust_exit")),
-              _value(s.get("interrupted"))] for s in segments],
-            caption="Segments in run order"))
+            ["segment", "started", "ended", "spike windows", "unserved", "Locust exit",
+             "interrupted"],
+            [[_segment_label(s), _value(s.get("started_at")), _value(s.get("ended_at")),
+              str(len(s.get("spikes") or [])), _value(s.get("unserved")),
+              _value(s.get("locust_exit")), _value(s.get("interrupted"))] for s in segments],
+            numeric=[False, False, False, True, True, True, False],
+            caption="Segments in run order (unserved: arrivals still queued when the load "
+                    "stopped)"))
     components = m.get("components") or {}
     host = m.get("host") or {}
     versions = [[k, scrub(_value(v))] for k, v in components.items() if k != "image"]
@@ -518,7 +637,7 @@ caption { caption-side: bottom; text-align: left; color: #555; font-size: 14px;
           padding-top: .4rem; }
 .scroll { overflow-x: auto; }
 figure { margin: 1.2rem 0 2.2rem; }
-figure img { width: 100%; height: auto; border: 1px solid #eee; }
+figure img { max-width: 100%; height: auto; border: 1px solid #eee; }
 figcaption { color: #444; font-size: 15px; margin-top: .4rem; }
 pre { background: #f5f5f7; padding: .8rem 1rem; overflow-x: auto; font-size: 14px; }
 .note { background: #eef6ff; border-left: 4px solid #0072B2; padding: .5rem .8rem; }
@@ -527,8 +646,11 @@ li { margin: .25rem 0; }
 """
 
 
-def _data_uri(path: Path, mime: str) -> str:
-    return f"data:{mime};base64,{base64.b64encode(path.read_bytes()).decode('ascii')}"
+def png_size(data: bytes) -> tuple[int, int]:
+    """(width, height) in pixels from a PNG's IHDR chunk."""
+    if data[:8] != b"\x89PNG\r\n\x1a\n" or data[12:16] != b"IHDR":
+        raise ValueError("not a PNG file")
+    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
 
 
 def to_html(blocks: Sequence[Block], title: str) -> str:
@@ -550,7 +672,11 @@ def to_html(blocks: Sequence[Block], title: str) -> str:
             out.append(f"<pre><code>{e(block.text)}</code></pre>")
         elif isinstance(block, Image):
             f = block.figure
-            out.append(f'<figure><img src="{_data_uri(f.png, "image/png")}" '
+            data = f.png.read_bytes()
+            width, height = png_size(data)
+            # the PNG's own size: shown 1:1, only ever scaled down to fit (max-width)
+            src = f"data:image/png;base64,{base64.b64encode(data).decode('ascii')}"
+            out.append(f'<figure><img src="{src}" width="{width}" height="{height}" '
                        f'alt="{e(f.title)}"><figcaption><strong>{e(f.title)}.</strong> '
                        f"{e(f.caption)}</figcaption></figure>")
         elif isinstance(block, Table):
