@@ -16,27 +16,47 @@ from lab.experiments import (
     server_message,
 )
 
+# PgBouncer 1.24's text when the session pooler refuses client pool_size+1 at login
+# (session_overflow = "refuse"): the lab's (EMAXCONNSESSION).
+SESSION_REFUSED = "client connections exceeded (max_user_client_connections)"
+CAP = "max_user_client_connections"
+
 
 @per_lane
 def run(ctx: Context, lane: Lane) -> Observation:
     size = int(ctx.config_value(lane.endpoint, "default_pool_size"))
+    refusing = lane.endpoint == "session" and int(ctx.config_value(lane.endpoint, CAP)) > 0
+    if refusing:
+        # The lab caps session clients at pool_size (session_overflow = "refuse"): the same
+        # cap at the experiment's pool size. A lab that queues keeps no cap (0).
+        ctx.set(lane.endpoint, CAP, size)
     functions = []
     for _ in range(size):
         conn = ctx.connect(lane.endpoint)
         conn.execute("select 1")  # a function's query; the connection stays open, idle
         functions.append(conn)
+    held = f"{size} idle clients hold the pool (size {size}); client {size + 1}"
     started = time.monotonic()
     try:
         extra = ctx.connect(lane.endpoint)
-        connected = time.monotonic() - started
+    except pg.Error as exc:
+        text = server_message(exc)
+        return Observation(text, f"{held} was refused at connect after "
+                                 f"{time.monotonic() - started:.2f} s: {text} (Supavisor 2.8+: "
+                                 f"(EMAXCONNSESSION) max clients reached in session mode)")
+    connected = time.monotonic() - started
+    try:
         extra.execute("select 1")
     except pg.Error as exc:
         text = server_message(exc)
-        return Observation(text, f"{size} idle clients hold the pool (size {size}); client "
-                                 f"{size + 1} connected in {connected:.2f} s, then its first "
+        return Observation(text, f"{held} connected in {connected:.2f} s, then its first "
                                  f"query waited {time.monotonic() - started:.1f} s: {text}")
-    return Observation(SERVED, f"{size} idle clients connected (pool size {size}); client "
-                               f"{size + 1} served in {time.monotonic() - started:.2f} s")
+    return Observation(SERVED, f"{held} served in {time.monotonic() - started:.2f} s")
+
+
+def expect(cfg) -> dict[str, str]:
+    session = SESSION_REFUSED if cfg.session_overflow == "refuse" else QUERY_WAIT_TIMEOUT_ERROR
+    return {"session": session, "transaction": SERVED}
 
 
 EXPERIMENT = Experiment(
@@ -46,17 +66,21 @@ EXPERIMENT = Experiment(
              "open: what does the third function see, in session and in transaction "
              "mode?",
     why="In session mode every connected client holds a backend until it "
-        "disconnects, idle or not, so client N+1 cannot get one. PgBouncer queues it "
-        "until query_wait_timeout; Supavisor 2.8+ refuses it at once with "
-        "'(EMAXCONNSESSION) max clients reached in session mode - max clients are "
-        "limited to pool_size: N'. Transaction mode lends the backends per "
-        "transaction and serves it.",
+        "disconnects, idle or not, so client N+1 cannot get one. Supavisor 2.8+ "
+        "refuses it at once with '(EMAXCONNSESSION) max clients reached in session "
+        "mode - max clients are limited to pool_size: N'; the lab (session_overflow = "
+        "refuse, the default) refuses it at login with PgBouncer's 'client connections "
+        "exceeded (max_user_client_connections)'. With session_overflow = queue (Supavisor "
+        "before 2.8) it logs in and its first query waits until query_wait_timeout. "
+        "Transaction mode lends the backends per transaction and serves it.",
     fix="Serverless and edge functions use transaction mode (port 6543); session mode "
         "is for persistent servers with a bounded number of connections.",
     lanes=endpoint_lanes("session", "transaction"),
-    expect={"session": QUERY_WAIT_TIMEOUT_ERROR, "transaction": SERVED},
+    expect=expect,
     run=run,
     settings={"session": {"default_pool_size": 2,
                           "query_wait_timeout": WAIT_TIMEOUT_S},
               "transaction": {"default_pool_size": 2}},
+    also_changes="max_user_client_connections on the session pooler, to the pool size (2), "
+                 "when the lab refuses (session_overflow = refuse)",
 )

@@ -588,6 +588,10 @@ def _limits(manifest: Mapping[str, Any], connections: Mapping[str, Series]) -> d
             limits[key] = lab[key]
     for series in connections.values():
         limits.update(series.limits)
+    # session_overflow = "refuse" (Supavisor 2.8+): the session pooler takes at most pool_size
+    # clients. Manifests from before the setting ran a session pooler that queued them.
+    if lab.get("session_overflow") == "refuse" and isinstance(limits.get("pool_size"), int):
+        limits["session_max_clients"] = limits["pool_size"]
     return limits
 
 
@@ -1267,10 +1271,23 @@ def limit_hits(group: Group, limits: Mapping[str, int]) -> list[LimitHit]:
         elif cls == "max_client_conn":
             clients = f"peak {group.peak_clients} clients" if group.peak_clients is not None \
                 else "no client samples"
-            hits.append(LimitHit(ep, "pooler max_client_conn (max pooler clients)", max_client,
-                                 f"{count:,} requests ({share}) rejected; {clients}",
-                                 "fewer concurrent clients, or a tier with more pooler clients; "
-                                 "session mode allows only pool_size clients", cls, count))
+            session_cap = limits.get("session_max_clients") if ep == "session" else None
+            if session_cap is not None and (max_client is None or session_cap < max_client):
+                # the lab's stand-in for Supavisor 2.8+'s (EMAXCONNSESSION)
+                hits.append(LimitHit(
+                    ep, "session mode max clients (pool_size; session_overflow = refuse)",
+                    session_cap,
+                    f"{count:,} requests ({share}) refused at connect: session mode allows "
+                    f"only pool_size clients; {clients}",
+                    "transaction mode (port 6543) for serverless and other short-lived "
+                    "clients; fewer clients per session pool, or a larger pool_size (within "
+                    "max_connections)", cls, count))
+            else:
+                hits.append(LimitHit(ep, "pooler max_client_conn (max pooler clients)",
+                                     max_client, f"{count:,} requests ({share}) rejected; "
+                                     f"{clients}",
+                                     "fewer concurrent clients, or a tier with more pooler "
+                                     "clients", cls, count))
         elif cls == "pool_timeout":
             waiting = f"peak {group.peak_waiting} waiting clients" \
                 if group.peak_waiting is not None else "no pool samples"

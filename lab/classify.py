@@ -70,6 +70,10 @@ _PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
         ("too_many_clients", r"too many clients already"),
         ("too_many_clients", r"remaining connection slots are reserved"),
         ("max_client_conn", r"no more connections allowed \(max_client_conn\)"),
+        # PgBouncer 1.24's per-user / per-database client caps. The lab's session pooler caps
+        # postgres.<tenant> at pool_size (session_overflow = "refuse"): the lab's text for
+        # Supavisor 2.8+'s (EMAXCONNSESSION), the session-mode limit, hence the same class.
+        ("max_client_conn", r"client connections exceeded \(max_(user|db)_client_connections\)"),
         ("max_client_conn", r"\(EMAXCONN(SESSION)?\)"),
         ("max_client_conn", r"max client(s| connections) reached"),
         ("pool_timeout", r"query_wait_timeout"),

@@ -16,7 +16,7 @@ from pathlib import Path
 import click
 
 from lab import __version__, term
-from lab.config import ENDPOINTS, LAYOUTS, POOL_SHARING, TIERS
+from lab.config import ENDPOINTS, LAYOUTS, POOL_SHARING, SESSION_OVERFLOW, TIERS
 from lab.errors import LabError
 
 ENDPOINT_CHOICE = click.Choice(list(ENDPOINTS))
@@ -53,8 +53,14 @@ SETTING_OPTIONS = [
     click.option("--tenant", help="Tenant in the shared pooler's user name postgres.TENANT."),
     click.option("--pool-sharing", type=click.Choice(POOL_SHARING),
                  help="Shared pooler: one pool per mode, or one pool shared by both modes."),
+    click.option("--session-overflow", type=click.Choice(SESSION_OVERFLOW),
+                 help="Session-mode clients beyond the pool size: 'refuse' at login, as "
+                      "Supavisor 2.8+ (default), or 'queue' for a backend, as before 2.8."),
     click.option("--max-prepared-statements", type=int,
                  help="Dedicated pooler's max_prepared_statements (0 = none, as Supabase)."),
+    click.option("--shared-max-prepared-statements", type=int,
+                 help="Shared pooler's transaction mode: max_prepared_statements (0 = none, "
+                      "as Supavisor's named_prepared_statements flag by default)."),
     click.option("--query-wait-timeout", type=int,
                  help="Seconds a pooler client may queue for a server connection."),
     click.option("--layout", type=click.Choice(LAYOUTS),
@@ -80,7 +86,8 @@ def setting_options(f):
 
 def _overrides(kwargs: dict) -> dict:
     keys = ("tier", "max_connections", "pool_size", "max_client_conn", "tenant", "pool_sharing",
-            "max_prepared_statements", "query_wait_timeout", "layout", "port_offset",
+            "session_overflow", "max_prepared_statements", "shared_max_prepared_statements",
+            "query_wait_timeout", "layout", "port_offset",
             "db_address", "pooler_address", "direct_port", "dedicated_port", "session_port",
             "transaction_port")
     return {k: kwargs.pop(k) for k in keys}

@@ -75,8 +75,8 @@ ENDPOINTS: dict[str, Endpoint] = {
         Endpoint(
             "transaction", "pooler", 6543, "transaction", "shared",
             "Shared pooler, transaction mode",
-            "serverless and edge functions: many short-lived clients; no session state, "
-            "no prepared statements",
+            # lab.connect adds whether prepared statements work (shared_max_prepared_statements)
+            "serverless and edge functions: many short-lived clients; no session state",
         ),
         Endpoint(
             "dedicated", "db", 6543, "transaction", "dedicated", "Dedicated pooler (PgBouncer)",
@@ -86,6 +86,9 @@ ENDPOINTS: dict[str, Endpoint] = {
 }
 
 POOL_SHARING = ("per-mode", "shared")
+# The shared pooler's session mode beyond pool_size clients: Supavisor 2.8+ refuses the
+# client at connect (EMAXCONNSESSION, "refuse"); before 2.8 it waited for a backend ("queue").
+SESSION_OVERFLOW = ("refuse", "queue")
 LAYOUTS = ("addresses", "ports")
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
 TENANT_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
@@ -106,8 +109,14 @@ class LabConfig:
     # Supavisor's code gives session and transaction mode one pool each ("per-mode"); Supabase's
     # docs since Nov 2025 say the modes share pool_size ("shared").
     pool_sharing: str = "per-mode"
+    # Session-mode clients beyond pool_size: refused at login (Supavisor 2.8+) or queued.
+    session_overflow: str = "refuse"
     # Supabase's dedicated pooler documents no prepared-statement support: 0 reproduces it.
     max_prepared_statements: int = 0
+    # The shared pooler's transaction mode: Supavisor supports named prepared statements only
+    # behind a flag that is off by default (named_prepared_statements); 0 reproduces it, above
+    # 0 is PgBouncer's max_prepared_statements there (200: Supavisor's per-backend limit).
+    shared_max_prepared_statements: int = 0
     # Seconds a PgBouncer client may queue for a server connection (PgBouncer default 120).
     query_wait_timeout: int = 120
     layout: str = "addresses"
@@ -136,7 +145,8 @@ class LabConfig:
 # Keys a lab.toml (or a flag) may set. Ports have one key each.
 SETTING_KEYS = (
     "tier", "max_connections", "max_client_conn", "pool_size", "tenant", "pool_sharing",
-    "max_prepared_statements", "query_wait_timeout", "layout", "db_address", "pooler_address",
+    "session_overflow", "max_prepared_statements", "shared_max_prepared_statements",
+    "query_wait_timeout", "layout", "db_address", "pooler_address",
     "port_offset", "direct_port", "dedicated_port", "session_port", "transaction_port",
 )
 DEFAULT_PORT_OFFSET = 10000
@@ -215,7 +225,10 @@ def load_config(
         pool_size=_int(settings, "pool_size", tier.pool_size, minimum=1),
         tenant=str(settings.get("tenant", "lab")),
         pool_sharing=str(settings.get("pool_sharing", "per-mode")),
+        session_overflow=str(settings.get("session_overflow", "refuse")),
         max_prepared_statements=_int(settings, "max_prepared_statements", 0, minimum=0),
+        shared_max_prepared_statements=_int(settings, "shared_max_prepared_statements", 0,
+                                            minimum=0),
         query_wait_timeout=_int(settings, "query_wait_timeout", 120, minimum=0),
         layout=layout,
         db_address=str(settings.get("db_address", db_address)),
@@ -257,6 +270,9 @@ def validate(cfg: LabConfig) -> None:
     if cfg.pool_sharing not in POOL_SHARING:
         raise ConfigError(f"unknown pool_sharing {cfg.pool_sharing!r}",
                           fix="use 'per-mode' (Supavisor's code) or 'shared' (Supabase's docs)")
+    if cfg.session_overflow not in SESSION_OVERFLOW:
+        raise ConfigError(f"unknown session_overflow {cfg.session_overflow!r}",
+                          fix="use 'refuse' (Supavisor 2.8+) or 'queue' (Supavisor before 2.8)")
     for key in ("db_address", "pooler_address"):
         value = getattr(cfg, key)
         try:

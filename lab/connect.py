@@ -66,12 +66,31 @@ def endpoints(cfg: LabConfig, containers: list[engine.ContainerInfo] | None = No
         bench_host = bridge.get(ep.host)
         result[name] = EndpointInfo(
             name=name, label=ep.label, pool_mode=ep.pool_mode, pooler=ep.pooler,
-            use_when=ep.use_when, user=render.endpoint_user(cfg, name),
+            use_when=use_when(cfg, name), user=render.endpoint_user(cfg, name),
             host=host, port=port,
             bench_host=bench_host or host,
             bench_port=ep.container_port if bench_host else port,
         )
     return result
+
+
+def use_when(cfg: LabConfig, endpoint: str) -> str:
+    """What an endpoint is for; for the transaction poolers, whether prepared statements work
+    in this lab (PgBouncer's max_prepared_statements; SQL PREPARE never works there)."""
+    text = ENDPOINTS[endpoint].use_when
+    if endpoint == "transaction":
+        key, value = "shared_max_prepared_statements", cfg.shared_max_prepared_statements
+        default = "as Supavisor's named_prepared_statements flag by default"
+    elif endpoint == "dedicated":
+        key, value = "max_prepared_statements", cfg.max_prepared_statements
+        default = "as Supabase documents"
+    else:
+        return text
+    if value == 0:
+        return (f"{text}; prepared statements off ({key} = 0, {default}): turn the driver's "
+                "statement cache off (lab experiment run protocol-prepared)")
+    return (f"{text}; protocol-level prepared statements on ({key} = {value}), "
+            "SQL PREPARE never")
 
 
 def admin_user() -> str:

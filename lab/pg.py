@@ -89,3 +89,33 @@ def drain_pooler(conn: psycopg.Connection, timeout_s: float = 10.0) -> int:
         if left == 0 or time.monotonic() > deadline:
             return left
         time.sleep(0.05)
+
+
+# -- the extended protocol by hand (experiments: drivers' own statement names) -----------------
+
+
+def _result(res) -> list[tuple]:
+    if res.status not in (psycopg.pq.ExecStatus.COMMAND_OK, psycopg.pq.ExecStatus.TUPLES_OK):
+        raise psycopg.errors.error_from_result(res)
+    return [tuple(None if v is None else v.decode() for v in
+                  (res.get_value(r, c) for c in range(res.nfields)))
+            for r in range(res.ntuples)]
+
+
+def protocol_parse(conn: psycopg.Connection, name: str, query: str) -> None:
+    """Parse a named statement, then Sync (libpq's PQprepare), as asyncpg and tokio-postgres
+    (Prisma) do before its first Bind. ``conn`` must be idle, in autocommit."""
+    _result(conn.pgconn.prepare(name.encode(), query.encode()))
+
+
+def protocol_bind(conn: psycopg.Connection, name: str, *params: object) -> list[tuple]:
+    """Bind and Execute a statement Parsed earlier, then Sync (PQexecPrepared); text values."""
+    return _result(conn.pgconn.exec_prepared(name.encode(),
+                                             [str(p).encode() for p in params]))
+
+
+def protocol_unnamed(conn: psycopg.Connection, query: str, *params: object) -> list[tuple]:
+    """Parse the unnamed statement, Bind, Execute, Sync in one go (PQexecParams): what
+    asyncpg with statement_cache_size=0 and postgres.js with prepare: false send."""
+    return _result(conn.pgconn.exec_params(query.encode(),
+                                           [str(p).encode() for p in params]))

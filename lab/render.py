@@ -297,10 +297,19 @@ def _shared_ini(cfg: LabConfig, secrets: Secrets, mode: str) -> str:
         f"auth_user = {AUTH_USER}",
         "auth_query = SELECT NULL::text, NULL::text",
         f"auth_dbname = {TENANT_DB}",
-        # Supavisor supports named prepared statements only behind a flag (off by default).
-        "max_prepared_statements = 0",
+        # Supavisor supports named prepared statements in transaction mode only behind a flag
+        # (named_prepared_statements, off by default): shared_max_prepared_statements, 0 = off.
+        "max_prepared_statements = "
+        f"{cfg.shared_max_prepared_statements if mode == 'transaction' else 0}",
         *extra,
     ]
+    if mode == "session":
+        # Supavisor 2.8+ refuses session-mode clients beyond pool_size at connect
+        # (EMAXCONNSESSION); PgBouncer 1.24's per-user client cap does the same at login,
+        # before authentication: "client connections exceeded (max_user_client_connections)".
+        # 0 (no cap): the client logs in and its first query queues, as before Supavisor 2.8.
+        cap = cfg.pool_size if cfg.session_overflow == "refuse" else 0
+        lines.append(f"max_user_client_connections = {cap}")
     return "\n".join(lines) + "\n"
 
 

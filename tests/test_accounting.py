@@ -3,9 +3,10 @@
 For each built-in scenario, per segment: the arrivals its schedule holds (computed here from
 lab.schedule alone, with the run's parameters, seed and duration) = succeeded + failed +
 not_started rows. Then issue 8's finding 1, reproduced: invocations that never started through
-a full session pool, and a shared pooler killed mid-run (its failures named as connections
-refused or lost, never as pool size). One micro-tier lab (pool size 15) serves the module; runs
-last 6-8 s each."""
+a full session pool (a lab with session_overflow = queue), the same burst refused at connect
+beyond the pool (the default, refuse), and a shared pooler killed mid-run (its failures named
+as connections refused or lost, never as pool size). One micro-tier lab (pool size 15) serves
+the module, and its twin with session_overflow = queue; runs last 6-8 s each."""
 
 from __future__ import annotations
 
@@ -33,6 +34,11 @@ STARTED = ("connection_refused", "connection_lost", "unfinished")
 @pytest.fixture(scope="module")
 def lab(lab_factory):
     return lab_factory("--tier", "micro")
+
+
+@pytest.fixture(scope="module")
+def queue_lab(lab_factory):
+    return lab_factory("--tier", "micro", "--session-overflow", "queue")
 
 
 def lab_run(lab, tmp_path: Path, scenario: str, *args: str) -> Path:
@@ -167,13 +173,17 @@ def test_mixed_accounts_for_both_workloads(lab, tmp_path):
 # -- issue 8, finding 1 ------------------------------------------------------------------------
 
 
-def test_invocations_stuck_behind_a_full_session_pool_are_not_started(lab, tmp_path):
+SESSION_BURST = {"base_rate": "10", "spike_rate": "80", "spike_every": "20",
+                 "spike_length": "3", "spike_offset": "2", "hold_ms": "500"}
+
+
+def test_invocations_stuck_behind_a_full_session_pool_are_not_started(queue_lab, tmp_path):
     """Serverless bursts through session mode with more invocation slots (40) than the session
-    pool (15): every slot ends up waiting on the pool, arrivals pile up in the queue, and the
+    pool (15), on a session pooler that queues (session_overflow = queue, Supavisor before
+    2.8): every slot ends up waiting on the pool, arrivals pile up in the queue, and the
     ones still queued at the end are not_started rows instead of vanishing."""
-    raw = {"base_rate": "10", "spike_rate": "80", "spike_every": "20", "spike_length": "3",
-           "spike_offset": "2", "hold_ms": "500"}
-    run_dir = lab_run(lab, tmp_path, "serverless-burst", "-e", "session",
+    raw = SESSION_BURST
+    run_dir = lab_run(queue_lab, tmp_path, "serverless-burst", "-e", "session",
                       "--duration", "8s", "--users", "40", *pairs(raw))
     manifest, rows = segments(run_dir)
     params = scenarios.resolve("serverless-burst").coerce(raw)
@@ -188,6 +198,25 @@ def test_invocations_stuck_behind_a_full_session_pool_are_not_started(lab, tmp_p
     # what did start waited: the queue is in total_ms, from the intended start
     waited = max(r["total_ms"] - r["service_ms"] for r in rows if r["ok"])
     assert waited > 1000, waited
+
+
+def test_invocations_beyond_the_session_pool_are_refused_and_accounted(lab, tmp_path):
+    """The same burst on the default session pooler (session_overflow = refuse, as Supavisor
+    2.8+): invocations beyond the pool's 15 clients are refused at login, counted as
+    max_client_conn failures, and no slot waits on the pool, so nothing piles up unstarted."""
+    run_dir = lab_run(lab, tmp_path, "serverless-burst", "-e", "session",
+                      "--duration", "8s", "--users", "40", *pairs(SESSION_BURST))
+    manifest, rows = segments(run_dir)
+    params = scenarios.resolve("serverless-burst").coerce(SESSION_BURST)
+    got = assert_accounted(invocations_scheduled(params, 8), rows, "session")
+    by_class = collections.Counter(r["error_class"] for r in rows if not r["ok"])
+    assert by_class["max_client_conn"] > 30, by_class
+    assert set(by_class) <= {"max_client_conn", "not_started", "unfinished"}, by_class
+    assert all("client connections exceeded (max_user_client_connections)" in r["message"]
+               for r in rows if r["error_class"] == "max_client_conn")
+    assert got["succeeded"] > 100, got
+    assert got["not_started"] < by_class["max_client_conn"], got
+    assert manifest["segments"][0]["unserved"] == got["not_started"]
 
 
 def pooler_container(lab):

@@ -355,6 +355,36 @@ def test_a_passing_queue_in_transaction_mode_is_not_a_limit(plain):
     assert [h.limit for h in analysis.limit_hits(g3, plain.limits)] == ["pool size"]
 
 
+def test_session_refusals_name_the_session_limit_only_when_the_lab_refuses(plain):
+    """session_overflow = "refuse": max_client_conn refusals on session are the session-mode
+    limit (pool_size, Supavisor's EMAXCONNSESSION); a lab that queues (or a manifest from
+    before the setting) leaves them to the pooler's max_client_conn."""
+    g = plain.group((SERVERLESS, "serverless", "session"))
+    refused = analysis.Group(**{**g.__dict__, "errors": {"max_client_conn": 12}})
+    pool, max_client = plain.limits["pool_size"], plain.limits["max_client_conn"]
+    (hit,) = [h for h in analysis.limit_hits(refused, {**plain.limits,
+                                                       "session_max_clients": pool})
+              if h.error_class == "max_client_conn"]
+    assert hit.limit == "session mode max clients (pool_size; session_overflow = refuse)"
+    assert hit.value == pool and "refused at connect" in hit.evidence
+    assert "transaction mode" in hit.fix
+    (hit,) = [h for h in analysis.limit_hits(refused, plain.limits)
+              if h.error_class == "max_client_conn"]
+    assert hit.limit == "pooler max_client_conn (max pooler clients)"
+    assert hit.value == max_client
+    assert "session_max_clients" not in plain.limits  # the synthetic lab queues
+
+
+def test_the_session_limit_comes_from_the_manifest(tmp_path):
+    manifest = {"lab": {"max_connections": 60, "pool_size": 15, "max_client_conn": 200,
+                        "session_overflow": "refuse"}}
+    assert analysis._limits(manifest, {})["session_max_clients"] == 15
+    manifest["lab"]["session_overflow"] = "queue"
+    assert "session_max_clients" not in analysis._limits(manifest, {})
+    del manifest["lab"]["session_overflow"]  # before the setting, the lab queued
+    assert "session_max_clients" not in analysis._limits(manifest, {})
+
+
 # -- (6) the dedicated pooler's auth connections ----------------------------------------------
 
 

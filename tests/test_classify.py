@@ -31,6 +31,11 @@ CONNECT = 'connection failed: connection to server at "172.18.0.2", port 5432 fa
                               "clients are limited to pool_size: 15"), "max_client_conn", None),
     (psycopg.OperationalError("(EMAXCONN) max client connections reached, limit: 200"),
      "max_client_conn", None),
+    # the lab's session pooler beyond pool_size (session_overflow = "refuse"): EMAXCONNSESSION
+    (psycopg.OperationalError(CONNECT + "FATAL:  client connections exceeded "
+                              "(max_user_client_connections)"), "max_client_conn", None),
+    (psycopg.OperationalError(CONNECT + "FATAL:  client connections exceeded "
+                              "(max_db_client_connections)"), "max_client_conn", None),
     (pe.ProtocolViolation("query_wait_timeout"), "pool_timeout", "08P01"),
     (psycopg.OperationalError("(ECHECKOUTTIMEOUT) unable to check out connection from the pool "
                               "after 60000ms in Transaction mode"), "pool_timeout", None),

@@ -108,3 +108,31 @@ def test_pool_sharing_adds_an_inner_shared_pool(sharing, inner):
 def test_rendering_is_deterministic():
     cfg = load_config()
     assert render(cfg, SECRETS, "i", "/c") == render(cfg, SECRETS, "i", "/c")
+
+
+@pytest.mark.parametrize("overflow, cap", [("refuse", "7"), ("queue", "0")])
+def test_session_overflow_caps_session_clients_at_pool_size(overflow, cap):
+    # refuse: the (pool_size+1)th session client is refused at login, as Supavisor 2.8+ does;
+    # queue: it logs in and queues for a backend. Transaction mode never caps its clients.
+    cfg = load_config(overrides={"pool_size": 7, "session_overflow": overflow})
+    files = render(cfg, SECRETS, "img", "/c")
+    session = ini(files["pooler/pgbouncer-session.ini"])["pgbouncer"]
+    assert session["max_user_client_connections"] == cap
+    for rel in ("pooler/pgbouncer-transaction.ini", "dedicated/pgbouncer-dedicated.ini"):
+        assert "max_user_client_connections" not in ini(files[rel])["pgbouncer"], rel
+
+
+@pytest.mark.parametrize("sharing", ["per-mode", "shared"])
+def test_the_prepared_statement_switch_reaches_only_the_transaction_pooler(sharing):
+    off = render(load_config(overrides={"pool_sharing": sharing}), SECRETS, "img", "/c")
+    on = render(load_config(overrides={"pool_sharing": sharing,
+                                       "shared_max_prepared_statements": 200}),
+                SECRETS, "img", "/c")
+    for files, value in ((off, "0"), (on, "200")):
+        assert ini(files["pooler/pgbouncer-transaction.ini"])["pgbouncer"][
+            "max_prepared_statements"] == value
+        # Session mode needs no tracking; the dedicated pooler has its own setting.
+        for rel in ("pooler/pgbouncer-session.ini", "dedicated/pgbouncer-dedicated.ini",
+                    *(["pooler/pgbouncer-shared.ini"] if sharing == "shared" else [])):
+            assert ini(files[rel])["pgbouncer"]["max_prepared_statements"] == "0", rel
+    assert on["compose.env"] != off["compose.env"]  # lab up recreates the pooler

@@ -1,6 +1,7 @@
 """`lab run` for real: Locust child processes, the connection sampler and the run directory,
 judged by what a user finds in reports/<run-id>/. One small lab (max_connections 20, pool size
-3, query_wait_timeout 5 s) serves the module; every run lasts a few seconds."""
+3, query_wait_timeout 5 s) serves the module, and its twin with session_overflow = queue the
+session-mode queue; every run lasts a few seconds."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from pathlib import Path
 import pyarrow.compute as pc
 import pytest
 
-from lab import samples
+from lab import analysis, samples
 from tests.conftest import LAB, ROOT, lab_cli
 
 pytestmark = [pytest.mark.stack, pytest.mark.timeout(300)]
@@ -28,6 +29,13 @@ BURST = ["-P", "base_rate=30", "-P", "spike_rate=150", "-P", "spike_every=3",
 def lab(lab_factory):
     return lab_factory("--max-connections", str(MAX_CONNECTIONS), "--pool-size", str(POOL_SIZE),
                        "--query-wait-timeout", "5")
+
+
+@pytest.fixture(scope="module")
+def queue_lab(lab_factory):
+    """Supavisor before 2.8: session clients beyond the pool log in and queue."""
+    return lab_factory("--max-connections", str(MAX_CONNECTIONS), "--pool-size", str(POOL_SIZE),
+                       "--query-wait-timeout", "5", "--session-overflow", "queue")
 
 
 def run_dir_of(proc) -> Path:
@@ -102,13 +110,44 @@ def test_bursts_exhaust_direct_but_not_the_transaction_pooler(lab, tmp_path):
     assert max(r["pools"]["cl_active"] + r["pools"]["cl_waiting"] for r in tx) > POOL_SIZE
 
 
-def test_session_mode_makes_extra_invocations_wait(lab, tmp_path):
+SESSION_REFUSED = "client connections exceeded (max_user_client_connections)"
+
+
+def test_session_mode_refuses_extra_invocations_at_connect(lab, tmp_path):
+    """session_overflow = refuse (the default, Supavisor 2.8+): invocation POOL_SIZE+1 is
+    refused at login, never queued, and the report names the session-mode limit."""
     run_dir = lab_run(lab, tmp_path, "serverless-burst", "-e", "session", "--duration", "6s",
                       "--users", "15", *BURST)
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["lab"]["session_overflow"] == "refuse"
+    assert "--session-overflow refuse" in manifest["reproduce"]
+    records = [r for r in connection_records(run_dir) if r["target"] == "session" and r["ok"]]
+    assert max(r["pools"]["sv_active"] for r in records) <= POOL_SIZE
+    assert max(r["pools"]["cl_active"] + r["pools"]["cl_waiting"] for r in records) <= POOL_SIZE
+    table = samples.read_requests(run_dir)
+    failed = table.filter(pc.invert(table.column("ok")))
+    refused = failed.filter(pc.equal(failed.column("error_class"), "max_client_conn"))
+    assert refused.num_rows > 0
+    assert all(SESSION_REFUSED in m for m in refused.column("message").to_pylist())
+    assert set(failed.column("error_class").to_pylist()) <= {"max_client_conn", "unfinished"}
+    assert pc.max(refused.column("total_ms")).as_py() < 1000  # refused at once, not queued
+    hits = [h for rec in analysis.analyze(run_dir).recommendations for h in rec.limits
+            if h.endpoint == "session" and h.error_class == "max_client_conn"]
+    assert [(h.limit, h.value) for h in hits] == [
+        ("session mode max clients (pool_size; session_overflow = refuse)", POOL_SIZE)]
+
+
+def test_session_mode_makes_extra_invocations_wait(queue_lab, tmp_path):
+    """session_overflow = queue (Supavisor before 2.8): they log in and queue for a backend."""
+    run_dir = lab_run(queue_lab, tmp_path, "serverless-burst", "-e", "session",
+                      "--duration", "6s", "--users", "15", *BURST)
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert "--session-overflow queue" in manifest["reproduce"]
     records = [r for r in connection_records(run_dir) if r["target"] == "session" and r["ok"]]
     assert max(r["pools"]["cl_waiting"] for r in records) > 0  # the sampler saw the queue
     assert max(r["pools"]["sv_active"] for r in records) <= POOL_SIZE
     table = samples.read_requests(run_dir)
+    assert "max_client_conn" not in table.column("error_class").to_pylist()
     waited = pc.max(table.column("total_ms")).as_py()
     assert waited > 300  # far beyond one invocation's 150 ms hold: the queue, in the samples
 

@@ -108,8 +108,11 @@ def reproduce_text(manifest: dict[str, Any]) -> str:
               str(lab["max_connections"]), "--pool-size", str(lab["pool_size"]),
               "--max-client-conn", str(lab["max_client_conn"]), "--pool-sharing",
               lab["pool_sharing"], "--max-prepared-statements",
-              str(lab["max_prepared_statements"]), "--query-wait-timeout",
-              str(lab["query_wait_timeout"])]
+              str(lab["max_prepared_statements"]), "--shared-max-prepared-statements",
+              str(lab.get("shared_max_prepared_statements", 0)), "--query-wait-timeout",
+              str(lab["query_wait_timeout"]),
+              # a lab from before the setting queued session-mode clients beyond pool_size
+              "--session-overflow", str(lab.get("session_overflow", "queue"))]
         if lab["name"] != "default":
             up += ["--name", lab["name"]]
         lines.append(shlex.join(up))
