@@ -82,6 +82,38 @@ def test_every_experiment_reaches_its_expected_outcome(lab, eps):
     assert by_name["startup-options"]["session"]["observed"] == (
         "unsupported startup parameter in options: statement_timeout")
     assert by_name["startup-options"]["direct"]["detail"] == "statement_timeout = 4321ms"
+    # PgBouncer's cached refusal outlives server_login_retry (1 s during the run); the right
+    # tenant is not affected.
+    tenant = by_name["tenant-not-found"]
+    assert tenant["session-after-retry"]["observed"] == (
+        "server login has been failing, cached error: Tenant or user not found "
+        "(server_login_retry)")
+    assert tenant["session-right-tenant"]["observed"] == "connected"
+    assert tenant["direct-pooler-user"]["observed"] == (
+        'password authentication failed for user "postgres.lab"')
+    # A late cancel hits the same connection's next query, never another client's.
+    cancel = by_name["delayed-cancel"]
+    assert cancel["transaction"]["observed"] == "later-query-cancelled"
+    assert "57014" in cancel["transaction"]["detail"]
+    assert cancel["transaction-other-client"]["observed"] == "other-client-untouched"
+    assert "A's former backend" in cancel["transaction-other-client"]["detail"]
+    assert by_name["migrations"]["transaction"]["observed"] == (
+        "table in public, next deploy blocked")
+    assert "search_path afterwards: lab_migration" in (
+        by_name["migrations"]["transaction"]["detail"])
+    dropped = by_name["dropped-connection"]
+    assert dropped["transaction"]["observed"] == (
+        "connection_lost: terminating connection due to administrator command")
+    assert dropped["transaction-pooler-kill"]["observed"] == "other: admin forced disconnect"
+    idle = by_name["idle-timeouts"]
+    assert idle["transaction"]["observed"] == "other: client_idle_timeout"
+    assert idle["session"]["observed"] == "works, same backend"
+    assert idle["dedicated-server-idle"]["observed"] == "works, new backend"
+    assert all(lane["observed"] == "dump ok, search_path kept"
+               for lane in by_name["pg-dump"].values())
+    # session_overflow = refuse (the default): client 3 of a pool of 2 is refused at login.
+    assert by_name["session-exhaustion"]["session"]["observed"] == (
+        "client connections exceeded (max_user_client_connections)")
     assert_stock(lab, eps)
 
 
@@ -204,3 +236,22 @@ def test_a_users_experiment_file_runs_like_a_builtin_one(lab, eps, tmp_path):
                     check=False)
     assert wrong.returncode == 7 and "my-probe (transaction '42', expected '41')" in wrong.stderr
     assert_stock(lab, eps)
+
+
+def test_session_exhaustion_queues_with_session_overflow_queue(lab_factory):
+    """Supavisor before 2.8: client 3 logs in and its first query waits for a backend; the
+    session pooler's client cap stays off (0) before, during and after."""
+    queue = lab_factory("--pool-size", str(POOL_SIZE), "--session-overflow", "queue")
+    proc = queue.cli("experiment", "run", "session-exhaustion", "--json")
+    (exp,) = json.loads(proc.stdout)["experiments"]
+    lanes = {ln["lane"]: ln for ln in exp["lanes"]}
+    assert exp["passed"] is True, exp
+    assert lanes["session"]["observed"] == "query_wait_timeout"
+    assert "connected in" in lanes["session"]["detail"]
+    eps = queue.connect()
+    secrets = json.loads((queue.home / queue.name / "secrets.json").read_text())
+    with pg.admin_connect(eps["session"]["host"], eps["session"]["port"], "lab_admin",
+                          secrets["admin_password"]) as admin:
+        cap = [r["value"] for r in pg.rows(admin, "SHOW CONFIG")
+               if r["key"] == "max_user_client_connections"]
+    assert cap == ["0"]

@@ -33,7 +33,8 @@ def test_the_set_covers_every_pitfall_and_limit_of_the_brief():
         "backend-identity", "set-leak", "sql-prepare", "protocol-prepared", "advisory-lock",
         "listen-notify", "temp-table", "with-hold-cursor", "currval", "load-library",
         "startup-options", "idle-in-transaction", "max-client-conn", "max-connections",
-        "session-exhaustion", "backend-budget",
+        "session-exhaustion", "backend-budget", "tenant-not-found", "delayed-cancel",
+        "migrations", "dropped-connection", "idle-timeouts", "pg-dump",
     ]
 
 
@@ -346,3 +347,24 @@ def test_a_missing_folder_or_a_duplicate_name_in_the_environment_is_refused(tmp_
                    env={exp.ENV_VAR: f"{tmp_path / 'a'}:{tmp_path / 'b'}"})
     assert proc.returncode == 2 and proc.stderr.count("error:") == 1
     assert "Traceback" not in proc.stderr
+
+
+def test_prepared_statement_expectations_follow_the_poolers_switches():
+    clash = "already-exists, then does-not-exist"
+    stock = exp.get("protocol-prepared").expected(STOCK)
+    assert stock["direct"] == stock["session"] == "works"
+    for lane in ("transaction", "dedicated", "transaction-asyncpg", "transaction-prisma"):
+        assert stock[lane] == clash, lane  # 42P05 first, then 26000
+    for lane in ("transaction-no-prepare", "transaction-unnamed", "transaction-mps-200",
+                 "dedicated-mps-100"):
+        assert stock[lane] == "works", lane  # the drivers' fixes; the poolers' switches
+    on = load_config("default", overrides={"shared_max_prepared_statements": 200})
+    switched = exp.get("protocol-prepared").expected(on)
+    assert switched["transaction"] == switched["transaction-prisma"] == "works"
+    assert switched["dedicated"] == clash
+    dedicated_on = load_config("default", overrides={"max_prepared_statements": 100})
+    assert exp.get("protocol-prepared").expected(dedicated_on)["dedicated"] == "works"
+    # PgBouncer never tracks SQL PREPARE, switch or not.
+    for cfg in (STOCK, on):
+        sql = exp.get("sql-prepare").expected(cfg)
+        assert sql["transaction"] == sql["transaction-mps-200"] == "does-not-exist"

@@ -82,8 +82,22 @@ class Context:
         conn = self._admins.get(endpoint)
         if conn is None or conn.closed:
             ep = self.eps[endpoint]
-            conn = pg.admin_connect(ep.bench_host, ep.bench_port, ADMIN_USER,
-                                    self.admin_password)
+            try:
+                conn = pg.admin_connect(ep.bench_host, ep.bench_port, ADMIN_USER,
+                                        self.admin_password)
+            except pg.Error as exc:
+                if "timeout" not in str(exc):
+                    raise
+                # Seen in the test suite right after a run refused as busy: the console's
+                # login stalled once for the whole 5 s, and the next attempt went through.
+                # One more try with a longer wait; a second failure names the pooler.
+                try:
+                    conn = pg.admin_connect(ep.bench_host, ep.bench_port, ADMIN_USER,
+                                            self.admin_password, timeout=15)
+                except pg.Error as again:
+                    raise LabError(f"the {endpoint} pooler's admin console did not answer "
+                                   f"({describe_error(again)})",
+                                   fix="lab status, then lab logs pooler") from None
             self._admins[endpoint] = conn
         return conn
 
