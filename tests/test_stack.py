@@ -131,6 +131,31 @@ def test_tier_limits_are_in_force(eps):
     assert not waiter_error  # it got a backend once the transactions ended
 
 
+def test_session_mode_refuses_the_client_beyond_pool_size_at_login(eps):
+    """session_overflow = refuse (the default): as Supavisor 2.8+'s EMAXCONNSESSION, client
+    POOL_SIZE + 1 of the session pooler is refused at login, before its password is checked;
+    transaction mode takes it."""
+    held = [conn(eps["session"]) for _ in range(POOL_SIZE)]
+    try:
+        with pytest.raises(psycopg.OperationalError) as caught:
+            conn(eps["session"])
+        assert "FATAL:  client connections exceeded (max_user_client_connections)" in str(
+            caught.value)
+        user_part = eps["session"]["uri"].split("//", 1)[1].split("@", 1)[0]
+        wrong = eps["session"]["uri"].replace(user_part, f"{eps['session']['user']}:wrong")
+        with pytest.raises(psycopg.OperationalError) as caught:
+            psycopg.connect(wrong, connect_timeout=5)
+        assert "max_user_client_connections" in str(caught.value)
+        with conn(eps["transaction"]) as c:
+            assert c.execute("select 1").fetchone() == (1,)
+    finally:
+        for c in held:
+            c.close()
+    time.sleep(0.2)  # the pooler counts the closed clients out
+    with conn(eps["session"]) as c:
+        assert c.execute("select 1").fetchone() == (1,)
+
+
 def test_more_clients_than_max_client_conn_get_pgbouncers_error(eps):
     held = []
     try:
