@@ -148,6 +148,7 @@ def down(name, volumes):
 def status(name, as_json):
     """Containers, health and live connection counts per endpoint."""
     from lab.status import status as lab_status
+    from lab.status import who_tables
 
     data = lab_status(name)
     if as_json:
@@ -174,6 +175,12 @@ def status(name, as_json):
         origins = ", ".join(f"{k} {v}" for k, v in sorted(pg["by_origin"].items()))
         term.info(f"\nPostgres client backends: {pg['backends']} of max_connections "
                   f"{pg['max_connections']} ({origins or 'none'})")
+    for title, headers, rows in who_tables(data.get("who") or {}):
+        term.heading(f"\n{title}")
+        if rows:
+            term.table(rows, headers)
+        else:
+            term.info("none")
 
 
 def _flag(name: str) -> str:

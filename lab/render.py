@@ -31,6 +31,10 @@ TRANSACTION_CONTAINER_PORT = 6543
 # With pool_sharing = "shared", both modes go through one inner session-mode PgBouncer whose
 # pool is the shared pool_size: combined backends <= pool_size, as Supabase's docs describe.
 SHARED_INNER_PORT = 6432
+# application_name of the poolers' own server connections, until a client that set its own
+# is linked to one (PgBouncer then sets the client's): pg_stat_activity tells them apart.
+SHARED_APP = "Supavisor"  # what Supavisor's backends show
+DEDICATED_APP = "PgBouncer"
 TENANT_DB = "lab_tenants"  # where the shared pooler's auth_query "finds" unknown tenants
 SCRAM_ITERATIONS = 4096
 
@@ -250,7 +254,7 @@ def _dedicated_ini(cfg: LabConfig) -> str:
         "; Rendered by pooler-lab: the dedicated pooler, PgBouncer co-located with Postgres",
         "; (it shares the db host's network namespace), configured as Supabase does.",
         "[databases]",
-        f"* = host=127.0.0.1 port={DB_CONTAINER_PORT}",
+        f"* = host=127.0.0.1 port={DB_CONTAINER_PORT} application_name={DEDICATED_APP}",
         "",
         *_pgbouncer_common(cfg, port=DEDICATED_CONTAINER_PORT, mode="transaction",
                            pool_size=cfg.pool_size, max_client_conn=cfg.max_client_conn),
@@ -286,7 +290,8 @@ def _shared_ini(cfg: LabConfig, secrets: Secrets, mode: str) -> str:
         f"; Rendered by pooler-lab: the shared pooler's {mode} mode (PgBouncer standing in for",
         "; Supavisor). Clients log in as postgres.<tenant>; Postgres sees role postgres.",
         "[databases]",
-        f"* = {target} user=postgres password={secrets.postgres_password}",
+        f"* = {target} user=postgres password={secrets.postgres_password}"
+        f" application_name={SHARED_APP}",
         f"{TENANT_DB} = host=db port={DB_CONTAINER_PORT} dbname={TENANT_DB}",
         "",
         *_pgbouncer_common(cfg, port=port, mode=mode, pool_size=cfg.pool_size,

@@ -1,7 +1,14 @@
-"""`lab status` and `lab doctor`: what the lab is doing now, and what stops it from running."""
+"""`lab status` and `lab doctor`: what the lab is doing now, and what stops it from running.
+
+``lab status`` shows who is connected the way Supabase's Observability tells connections apart:
+Postgres backends by role (and application_name, and where they come from), the dedicated
+pooler's clients, and the shared pooler's clients per mode, each pooler with its server
+connections (``who`` in ``--json``; ``who_tables`` makes the text tables).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,6 +54,7 @@ def status(name: str = "default") -> dict[str, Any]:
         "by_origin": by_origin,
         "max_connections": cfg.max_connections,
     }
+    result["who"] = who(pgs, _pooler_lists(targets, secrets.admin_password))
     for ep_name in ENDPOINTS:
         entry: dict[str, Any] = {"uri": eps[ep_name].uri()}
         if ep_name == "direct":
@@ -67,6 +75,107 @@ def status(name: str = "default") -> dict[str, Any]:
                 entry.update(error=rec.get("error"))
         result["endpoints"][ep_name] = entry
     return result
+
+
+POOLERS = {"dedicated": ("dedicated",), "shared": ("session", "transaction")}
+
+
+def _pooler_lists(targets, admin_password: str) -> dict[str, dict[str, Any]]:
+    """SHOW CLIENTS and SHOW SERVERS of every PgBouncer, or the error that stopped them."""
+    from lab import pg
+
+    lists: dict[str, dict[str, Any]] = {}
+    for t in targets:
+        if t.kind != "pgbouncer":
+            continue
+        try:
+            with pg.admin_connect(t.host, t.port, t.user, admin_password, timeout=2) as conn:
+                lists[t.name] = {"clients": pg.rows(conn, "SHOW CLIENTS"),
+                                 "servers": pg.rows(conn, "SHOW SERVERS")}
+        except Exception as exc:  # a stopped pooler is a line in the view, not a crash
+            lists[t.name] = {"error": (str(exc).strip().splitlines() or [type(exc).__name__])[0]}
+    return lists
+
+
+def backends_by_role(groups: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The sampler's pg_stat_activity groups summed over state: one row per (role,
+    application_name, origin), most backends first."""
+    counts: dict[tuple[str, str, str], int] = {}
+    for g in groups:
+        key = (str(g.get("role") or ""), str(g.get("app") or ""), str(g.get("origin") or ""))
+        counts[key] = counts.get(key, 0) + int(g.get("n") or 0)
+    return [{"role": r, "application_name": a, "origin": o, "backends": n}
+            for (r, a, o), n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))]
+
+
+def pooler_connections(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """SHOW CLIENTS or SHOW SERVERS rows, the admin console left out, counted per (user,
+    database, application_name), with how many are in each PgBouncer state."""
+    counts: dict[tuple[str, str, str], dict[str, int]] = {}
+    for r in rows:
+        if r.get("database") == "pgbouncer":
+            continue
+        key = (str(r.get("user") or ""), str(r.get("database") or ""),
+               str(r.get("application_name") or ""))
+        states = counts.setdefault(key, {})
+        state = str(r.get("state") or "")
+        states[state] = states.get(state, 0) + 1
+    return [{"user": u, "database": d, "application_name": a, "total": sum(st.values()),
+             "states": dict(sorted(st.items()))}
+            for (u, d, a), st in sorted(counts.items(),
+                                        key=lambda kv: (-sum(kv[1].values()), kv[0]))]
+
+
+def _pooler_view(lists: Mapping[str, Any] | None) -> dict[str, Any]:
+    if not lists:
+        return {"ok": False, "error": "not sampled"}
+    if "error" in lists:
+        return {"ok": False, "error": lists["error"]}
+    clients = pooler_connections(lists["clients"])
+    servers = pooler_connections(lists["servers"])
+    return {"ok": True, "clients": sum(c["total"] for c in clients), "by_client": clients,
+            "server_connections": sum(s["total"] for s in servers), "by_server": servers}
+
+
+def who(postgres: Mapping[str, Any], lists: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """Supabase Observability's three views: Postgres backends by role, dedicated pooler
+    clients, shared pooler clients (per mode), each pooler with its server connections."""
+    roles = backends_by_role(postgres.get("groups") or []) if postgres.get("ok") else None
+    return {
+        "postgres_by_role": roles,
+        "dedicated_pooler": _pooler_view(lists.get("dedicated")),
+        "shared_pooler": {mode: _pooler_view(lists.get(mode))
+                          for mode in POOLERS["shared"]},
+    }
+
+
+def who_tables(view: Mapping[str, Any]) -> list[tuple[str, list[str], list[tuple]]]:
+    """(title, headers, rows) for each of the three views, as `lab status` prints them."""
+    tables: list[tuple[str, list[str], list[tuple]]] = []
+    roles = view.get("postgres_by_role")
+    tables.append(("Postgres backends by role", ["role", "application_name", "from", "backends"],
+                   [(r["role"], r["application_name"] or "''", r["origin"], r["backends"])
+                    for r in roles or []]))
+
+    def pooler_rows(label: str | None, v: Mapping[str, Any]) -> list[tuple]:
+        lead = () if label is None else (label,)
+        if not v.get("ok"):
+            return [(*lead, "-", "-", "-", "-", "-", v.get("error") or "")]
+        rows = [(*lead, c["user"], c["database"], c["application_name"] or "''",
+                 c["total"], c["states"].get("waiting", 0), "") for c in v["by_client"]]
+        waiting = sum(c["states"].get("waiting", 0) for c in v["by_client"])
+        rows.append((*lead, "(all)", "", "", v["clients"], waiting,
+                     f"server connections {v['server_connections']}"))
+        return rows
+
+    head = ["user", "database", "application_name", "clients", "waiting", "note"]
+    tables.append(("Dedicated pooler clients", head,
+                   pooler_rows(None, view.get("dedicated_pooler") or {})))
+    shared = view.get("shared_pooler") or {}
+    tables.append(("Shared pooler clients", ["mode", *head],
+                   [row for mode in POOLERS["shared"]
+                    for row in pooler_rows(mode, shared.get(mode) or {})]))
+    return tables
 
 
 @dataclass(frozen=True)

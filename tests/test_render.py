@@ -57,7 +57,7 @@ def test_tier_limits_reach_postgres_and_every_pooler():
 def test_dedicated_pooler_is_configured_as_supabase_does():
     files = render(load_config(), SECRETS, "img:1", "/c")
     section = ini(files["dedicated/pgbouncer-dedicated.ini"])
-    assert section["databases"]["*"] == "host=127.0.0.1 port=5432"
+    assert section["databases"]["*"] == "host=127.0.0.1 port=5432 application_name=PgBouncer"
     bouncer = section["pgbouncer"]
     assert bouncer["auth_user"] == "pgbouncer"
     assert bouncer["auth_query"] == "SELECT * FROM pgbouncer.get_auth($1)"
@@ -74,6 +74,8 @@ def test_shared_pooler_takes_postgres_dot_tenant_and_logs_in_as_postgres():
     assert '"postgres.acme" "SCRAM-SHA-256$4096:' in files["pooler/userlist.txt"]
     target = ini(files["pooler/pgbouncer-transaction.ini"])["databases"]["*"]
     assert "host=db port=5432 user=postgres" in target
+    # pg_stat_activity names the shared pooler's backends as Supavisor's are named
+    assert target.endswith(" application_name=Supavisor")
 
 
 def test_postgres_receives_only_scram_verifiers_never_a_password():

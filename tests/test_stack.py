@@ -181,6 +181,69 @@ def test_status_json_counts_clients_and_backends_per_endpoint(lab, eps):
     assert status["postgres"]["max_connections"] == MAX_CONNECTIONS
 
 
+# "Count by application and user", from Supabase's docs (Monitoring queries).
+SEED_QUERY = ("select count(usename), count(application_name), application_name, usename "
+              "from pg_stat_ssl join pg_stat_activity on pg_stat_ssl.pid = pg_stat_activity.pid "
+              "group by usename, application_name")
+
+
+def test_status_shows_who_is_connected_and_the_poolers_backends_are_named(lab, eps):
+    unnamed = {ep: conn(eps[ep]) for ep in ENDPOINTS}  # psycopg sends no application_name
+    named = conn(eps["session"], application_name="my-app")
+    # Transaction mode and the dedicated pooler: a client with a transaction open holds its
+    # backend, so pg_backend_pid() is the backend serving it while we look.
+    holding = {ep: conn(eps[ep], autocommit=False) for ep in ("transaction", "dedicated")}
+    try:
+        pids = {ep: c.execute("select pg_backend_pid()").fetchone()[0]
+                for ep, c in unnamed.items()}
+        named_pid = named.execute("select pg_backend_pid()").fetchone()[0]
+        held = {ep: c.execute("select pg_backend_pid()").fetchone()[0]
+                for ep, c in holding.items()}
+        with conn(eps["direct"]) as observer:
+            def app_of(pid):
+                return observer.execute("select application_name from pg_stat_activity "
+                                        "where pid = %s", (pid,)).fetchone()[0]
+
+            assert app_of(pids["direct"]) == ""
+            assert app_of(pids["session"]) == app_of(held["transaction"]) == "Supavisor"
+            assert app_of(held["dedicated"]) == "PgBouncer"
+            assert app_of(named_pid) == "my-app"  # session mode keeps the client's own name
+            seed = {(r[3], r[2]): r[0] for r in observer.execute(SEED_QUERY)}
+        assert seed[("postgres", "Supavisor")] >= 2  # session and transaction backends
+        assert seed[("postgres", "PgBouncer")] >= 1  # the dedicated pooler's
+        assert seed[("postgres", "my-app")] == 1
+        assert seed[("postgres", "")] >= 1  # direct clients that set no name
+
+        status = lab.status()
+        text = lab.cli("status").stdout
+    finally:
+        for c in (*unnamed.values(), named, *holding.values()):
+            c.close()
+    who = status["who"]
+    roles = {(r["role"], r["application_name"], r["origin"]): r["backends"]
+             for r in who["postgres_by_role"]}
+    assert roles[("postgres", "Supavisor", "shared")] >= 2
+    assert roles[("postgres", "PgBouncer", "dedicated")] >= 1
+    assert roles[("postgres", "my-app", "shared")] == 1
+    assert roles[("postgres", "", "direct")] >= 1
+    dedicated = who["dedicated_pooler"]
+    assert dedicated["ok"] and dedicated["clients"] >= 2 and dedicated["server_connections"] >= 1
+    assert {c["user"] for c in dedicated["by_client"]} == {"postgres"}
+    session, transaction = who["shared_pooler"]["session"], who["shared_pooler"]["transaction"]
+    assert session["clients"] >= 2 and session["server_connections"] >= 2
+    assert any(c["application_name"] == "my-app" and c["total"] == 1
+               for c in session["by_client"])
+    assert transaction["clients"] >= 2 and transaction["server_connections"] >= 1
+    for view in (session, transaction):
+        assert {c["user"] for c in view["by_client"]} == {"postgres.lab"}
+        assert {s["user"] for s in view["by_server"]  # the forced user (not the lookup's)
+                if s["database"] != "lab_tenants"} == {"postgres"}
+    for title in ("Postgres backends by role", "Dedicated pooler clients",
+                  "Shared pooler clients"):
+        assert title in text
+    assert "Supavisor" in text and "my-app" in text
+
+
 def test_a_wrong_tenant_fails_at_login_with_a_clear_message(eps):
     ep = eps["transaction"]
     wrong = ep["uri"].replace("postgres.lab:", "postgres.nosuchtenant:")
