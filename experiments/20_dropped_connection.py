@@ -14,8 +14,8 @@ from lab.experiments import (
 )
 
 LOST_BACKEND = "connection_lost: terminating connection due to administrator command"
-# PgBouncer's text (admin.c) for KILL_CLIENT, sent as 08P01, which lab.classify leaves as other.
-KILLED = "other: admin forced disconnect"
+# PgBouncer's text (admin.c) for KILL_CLIENT, sent as 08P01: classified connection_lost.
+KILLED = "connection_lost: admin forced disconnect"
 
 
 def outcome(exc: BaseException) -> str:
@@ -69,8 +69,8 @@ EXPERIMENT = Experiment(
         "and closes the client too: psycopg raises AdminShutdown through every endpoint, "
         "classified connection_lost. When the pooler itself drops the client (admin "
         "KILL_CLIENT; Supavisor's {:shutdown, :client_termination}) psycopg raises "
-        "ProtocolViolation (08P01) 'admin forced disconnect', which lab.classify leaves in "
-        "other: it names neither a lost connection nor a SQLSTATE it maps. Either way the "
+        "ProtocolViolation (08P01) 'admin forced disconnect', also classified connection_lost. "
+        "Either way the "
         "transaction is rolled back and conn.closed is True. Supavisor users read DbHandler "
         "exited; node-postgres prints Connection terminated unexpectedly.",
     fix="Retry the whole transaction on a new connection (it was rolled back), with "

@@ -17,8 +17,8 @@ from lab.experiments import (
 IDLE_TIMEOUT_S = 1  # client_idle_timeout / server_idle_timeout while a lane runs
 IDLE_S = 2.0  # how long the client sits idle
 SAME, NEW = "works, same backend", "works, new backend"
-# PgBouncer's text, sent as 08P01 (psycopg: ProtocolViolation), which lab.classify leaves as other.
-DROPPED = "other: client_idle_timeout"
+# PgBouncer's text, sent as 08P01 (psycopg: ProtocolViolation): connection_lost.
+DROPPED = "connection_lost: client_idle_timeout"
 
 
 def outcome(exc: BaseException) -> str:
@@ -61,8 +61,7 @@ EXPERIMENT = Experiment(
              " What does its next query see?",
     why="client_idle_timeout closes a client's connection once it has been idle that long: "
         "the client finds out only at its next query, where psycopg raises "
-        "ProtocolViolation (08P01) client_idle_timeout, a text lab.classify leaves in "
-        "other. "
+        "ProtocolViolation (08P01) client_idle_timeout, classified connection_lost. "
         "PgBouncer applies it only to clients without a server, so in session mode, where a "
         "client keeps its server for the whole session, it never fires. "
         "server_idle_timeout closes idle backends instead, which a transaction-mode client "

@@ -63,6 +63,9 @@ CONNECT = 'connection failed: connection to server at "172.18.0.2", port 5432 fa
     (psycopg.OperationalError("failed to resolve host 'nope.invalid': [Errno -2] Name or "
                               "service not known"), "connection_refused", None),
     (pe.ProtocolViolation("pgbouncer cannot connect to server"), "connection_refused", "08P01"),
+    # PgBouncer dropping the client itself (KILL_CLIENT, client_idle_timeout) mid-session
+    (pe.ProtocolViolation("admin forced disconnect"), "connection_lost", "08P01"),
+    (pe.ProtocolViolation("client_idle_timeout"), "connection_lost", "08P01"),
     (psycopg.OperationalError(CONNECT + "FATAL:  client_login_timeout (server down)"),
      "connection_refused", None),
     (pe.CannotConnectNow("the database system is shutting down"), "connection_refused",
