@@ -31,7 +31,7 @@ Log = Callable[[str], None]
 def context_hash() -> str:
     digest = hashlib.sha256()
     context = resources.compose_dir()
-    for name in ("Dockerfile", "lab-entrypoint"):
+    for name in ("Dockerfile", "lab-entrypoint", "lab-relay"):
         digest.update(name.encode() + b"\0" + (context / name).read_bytes())
     return digest.hexdigest()[:12]
 
