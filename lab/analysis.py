@@ -61,7 +61,7 @@ CONNECTIONS_VERSION = 1
 PERCENTILES = (50.0, 95.0, 99.0)
 # docs/formats.md, in its order; an unknown class found in a file is kept after these.
 ERROR_CLASSES = ("too_many_clients", "max_client_conn", "pool_timeout", "prepared_statement",
-                 "authentication", "connection_refused", "connection_lost", "unfinished",
+                 "authentication", "tls", "connection_refused", "connection_lost", "unfinished",
                  "other")
 NOT_STARTED = "not_started"  # an outcome of its own: not a failure
 LEGACY_NETWORK = "network"  # requests/1 files: both connection classes in one
@@ -1307,6 +1307,12 @@ def limit_hits(group: Group, limits: Mapping[str, int]) -> list[LimitHit]:
                                  f"{count:,} requests ({share}) failed to authenticate",
                                  "check the user name (postgres.<tenant> on the shared pooler) "
                                  "and the password", cls, count))
+        elif cls == "tls":
+            hits.append(LimitHit(ep, "TLS", None,
+                                 f"{count:,} requests ({share}) were refused over TLS (plaintext "
+                                 "where SSL is enforced, or a certificate that did not verify)",
+                                 "connect with sslmode=verify-full and the lab's CA "
+                                 "(lab connect --ssl-cert), or turn ssl_enforce off", cls, count))
         elif cls in CONNECTION_CLASSES:
             what = "could not connect" if cls == "connection_refused" \
                 else "lost their connection"

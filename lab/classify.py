@@ -27,7 +27,7 @@ from collections.abc import Iterable
 from urllib.parse import quote
 
 CLASSES = ("too_many_clients", "max_client_conn", "pool_timeout", "prepared_statement",
-           "authentication", "connection_refused", "connection_lost", "unfinished",
+           "authentication", "tls", "connection_refused", "connection_lost", "unfinished",
            "not_started", "other")
 # classify() never returns these two: the load users record them for requests they cut off at
 # the stop (unfinished) and for scheduled arrivals that never started (not_started).
@@ -85,6 +85,16 @@ _PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
         ("authentication", r"password authentication failed"),
         ("authentication", r"no password (was )?supplied"),
         ("authentication", r"SASL authentication failed"),
+        # TLS: a server that refuses a plaintext client (PgBouncer's client_tls_sslmode=require,
+        # Postgres's hostssl-only pg_hba.conf: ssl_enforce), or a certificate the client's
+        # sslmode=verify-full does not accept. Before the connection classes: libpq wraps them
+        # in "connection to server ... failed:".
+        ("tls", r"FATAL:\s+SSL required"),
+        ("tls", r"no pg_hba\.conf entry for host .*no encryption"),
+        ("tls", r"server certificate for .* does not match host name"),
+        ("tls", r"certificate verify failed"),
+        ("tls", r"root certificate file .* does not exist"),
+        ("tls", r"server does not support SSL, but SSL was required"),
         # An established connection dropped. Checked before the refused texts: "could not
         # receive data from server: Connection timed out" is a lost connection.
         ("connection_lost", r"server closed the connection unexpectedly"),

@@ -16,8 +16,17 @@ from pathlib import Path
 import click
 
 from lab import __version__, term
-from lab.config import ENDPOINTS, LAYOUTS, POOL_SHARING, SESSION_OVERFLOW, TIERS
+from lab.config import (
+    ENDPOINTS,
+    LAYOUTS,
+    NETWORKS,
+    POOL_SHARING,
+    RELAY_MODES,
+    SESSION_OVERFLOW,
+    TIERS,
+)
 from lab.errors import LabError
+from lab.run.spec import SSLMODES
 
 ENDPOINT_CHOICE = click.Choice(list(ENDPOINTS))
 
@@ -63,6 +72,23 @@ SETTING_OPTIONS = [
                       "as Supavisor's named_prepared_statements flag by default)."),
     click.option("--query-wait-timeout", type=int,
                  help="Seconds a pooler client may queue for a server connection."),
+    click.option("--ssl-enforce/--no-ssl-enforce", "ssl_enforce", default=None,
+                 help="Refuse plaintext clients on every endpoint (Supabase's \"Enforce SSL on "
+                      "incoming connections\"; off by default, as there)."),
+    click.option("--network", type=click.Choice(list(NETWORKS), case_sensitive=False),
+                 help="Distance between client, pooler host and db host: "
+                      + ", ".join(f"{n.name} ({n.client_db_rtt_ms:g}/{n.client_pooler_rtt_ms:g}/"
+                                  f"{n.pooler_db_rtt_ms:g} ms)" for n in NETWORKS.values())
+                      + " (client-db / client-pooler / pooler-db round trips)."),
+    click.option("--client-db-rtt-ms", type=float,
+                 help="Round trip between the client and the db host (direct, dedicated)."),
+    click.option("--client-pooler-rtt-ms", type=float,
+                 help="Round trip between the client and the shared pooler's host."),
+    click.option("--pooler-db-rtt-ms", type=float,
+                 help="Round trip between the shared pooler's host and the db host."),
+    click.option("--relay", type=click.Choice(RELAY_MODES),
+                 help="'auto': relays only on paths with a round trip; 'always': on every path, "
+                      "even at 0 ms (to measure the relay's own cost)."),
     click.option("--layout", type=click.Choice(LAYOUTS),
                  help="'addresses': two loopback addresses, documented ports; "
                       "'ports': 127.0.0.1 with offset ports (macOS)."),
@@ -87,7 +113,8 @@ def setting_options(f):
 def _overrides(kwargs: dict) -> dict:
     keys = ("tier", "max_connections", "pool_size", "max_client_conn", "tenant", "pool_sharing",
             "session_overflow", "max_prepared_statements", "shared_max_prepared_statements",
-            "query_wait_timeout", "layout", "port_offset",
+            "query_wait_timeout", "ssl_enforce", "network", "client_db_rtt_ms",
+            "client_pooler_rtt_ms", "pooler_db_rtt_ms", "relay", "layout", "port_offset",
             "db_address", "pooler_address", "direct_port", "dedicated_port", "session_port",
             "transaction_port")
     return {k: kwargs.pop(k) for k in keys}
@@ -145,11 +172,17 @@ def down(name, volumes):
 @cli.command()
 @name_option
 @json_option
-def status(name, as_json):
+@click.option("--sql", "sql", is_flag=True,
+              help="Run Supabase's two monitoring queries (pg_stat_activity joined with "
+                   "pg_stat_ssl) and print their results.")
+def status(name, as_json, sql):
     """Containers, health and live connection counts per endpoint."""
     from lab.status import status as lab_status
     from lab.status import who_tables
 
+    if sql:
+        _print_monitoring(name, as_json)
+        return
     data = lab_status(name)
     if as_json:
         click.echo(json.dumps(data, indent=2))
@@ -159,9 +192,13 @@ def status(name, as_json):
                  f"{data['settings']['pool_size']}")
     term.table([(c["service"], c["state"], c["health"] or "-", c["address"] or "-")
                 for c in data["containers"]], ["service", "state", "health", "address"])
-    if not data["running"]:
-        term.warn(f"the lab is not running: lab up{_flag(name)}")
-        return
+    from lab.errors import StackError
+    from lab.status import describe_down
+
+    down = data.get("down") or {}
+    if not data["endpoints"]:
+        raise StackError(f"the lab is not running ({describe_down(down) or 'no container'})",
+                         fix=f"lab up{_flag(name)}")
     click.echo()
     rows = []
     for ep, entry in data["endpoints"].items():
@@ -181,6 +218,33 @@ def status(name, as_json):
             term.table(rows, headers)
         else:
             term.info("none")
+    if down:
+        raise StackError(f"not every service is running: {describe_down(down)}",
+                         fix=f"lab up{_flag(name)} starts it again")
+
+
+def _print_monitoring(name: str, as_json: bool) -> None:
+    from lab.status import monitoring
+
+    results = monitoring(name)
+    if as_json:
+        click.echo(json.dumps(results, indent=2))
+        return
+    for result in results:
+        term.heading(f"{result['title']} (Supabase docs)")
+        click.echo(f"  {result['sql']}")
+        rows = result["rows"]
+        if not rows:
+            term.info("no rows")
+            continue
+        headers = list(rows[0])
+        term.table([tuple(_cell(row[h]) for h in headers) for row in rows], headers)
+        click.echo()
+
+
+def _cell(value) -> str:
+    text = "" if value is None else " ".join(str(value).split())
+    return text if len(text) <= 40 else text[:39] + "…"
 
 
 def _flag(name: str) -> str:
@@ -192,21 +256,32 @@ def _flag(name: str) -> str:
 @name_option
 @json_option
 @show_password_option
-def connect(endpoint, name, as_json, show_password):
+@click.option("--ssl-cert", "ssl_cert", type=click.Path(path_type=Path),
+              help="Write the lab's CA certificate to this file (or directory), as Supabase "
+                   "lets you download it; the strings then point sslrootcert at it.")
+def connect(endpoint, name, as_json, show_password, ssl_cert):
     """The connection strings, like Supabase's Connect dialog (one ENDPOINT, or all four).
 
     With one ENDPOINT and no --json, prints just its URI (psql "$(lab connect ...)").
+    Every string asks for TLS: sslmode=verify-full with the lab's CA certificate.
     """
-    _print_connect(name, endpoint, as_json=as_json, show_password=show_password)
+    _print_connect(name, endpoint, as_json=as_json, show_password=show_password,
+                   ssl_cert=ssl_cert)
 
 
-def _print_connect(name, endpoint, *, as_json, show_password):
+def _print_connect(name, endpoint, *, as_json, show_password, ssl_cert=None):
     from lab import connect as connmod
-    from lab import engine, stack
+    from lab import engine, stack, tls
 
     cfg, state = stack.load(name)
     containers = engine.project_containers(cfg.project)
-    eps = connmod.endpoints(cfg, containers)
+    rootcert = None
+    if ssl_cert is not None:
+        written = tls.copy_ca(stack.tls_dir(state), ssl_cert)
+        rootcert = str(written.resolve())
+        if not (as_json or endpoint):
+            term.info(f"the lab's CA certificate is in {rootcert}")
+    eps = connmod.endpoints(cfg, containers, sslrootcert=rootcert)
     password = state.secrets().postgres_password if show_password else None
     chosen = [endpoint] if endpoint else list(eps)
     if as_json:
@@ -237,7 +312,10 @@ def psql(endpoint, psql_args, name):
     cfg, state, containers = stack.require_running(name)
     ep = connmod.endpoints(cfg, containers)[endpoint]
     password = state.secrets().postgres_password
-    env = dict(os.environ, PGPASSWORD=password, PGAPPNAME="pooler-lab-psql")
+    env = dict(os.environ, PGPASSWORD=password, PGAPPNAME="pooler-lab-psql",
+               PGSSLMODE=ep.tls_params()["sslmode"])
+    if ep.sslrootcert:
+        env["PGSSLROOTCERT"] = ep.sslrootcert
     target = ["-h", ep.host, "-p", str(ep.port), "-U", ep.user, "-d", ep.database]
     if shutil.which("psql"):
         os.execvpe("psql", ["psql", *target, *psql_args], env)
@@ -247,7 +325,9 @@ def psql(endpoint, psql_args, name):
     inner = ["-h", inner_host, "-p", str(ENDPOINTS[endpoint].container_port), "-U", ep.user,
              "-d", ep.database]
     tty = ["-it"] if sys.stdin.isatty() else ["-i"]
+    env.update(PGSSLMODE="verify-full", PGSSLROOTCERT="/etc/lab/ca.crt")
     os.execvpe("docker", ["docker", "exec", *tty, "-e", "PGPASSWORD", "-e", "PGAPPNAME",
+                          "-e", "PGSSLMODE", "-e", "PGSSLROOTCERT",
                           db.name, "psql", *inner, *psql_args], env)
 
 
@@ -337,6 +417,9 @@ def load_options(f):
         click.option("--repeat", type=int, default=1, show_default=True,
                      help="Run every segment N times, interleaved, same seed: the report's "
                           "95% intervals and the recommendation use the repeats."),
+        click.option("--sslmode", type=click.Choice(SSLMODES),
+                     help="The clients' libpq sslmode (default verify-full with the lab's CA, "
+                          "as lab connect prints; disable = plaintext)."),
         click.option("-P", "--param", "params", multiple=True, metavar="KEY=VALUE",
                      help="Scenario parameter (see lab scenarios)."),
         click.option("--reports-dir", type=click.Path(path_type=Path, file_okay=False),
@@ -372,9 +455,12 @@ def _show_live(printer):
 @click.option("--ui", is_flag=True, help="Serve Locust's web UI on 127.0.0.1 (workshops).")
 @click.option("--web-port", type=int, default=8089, show_default=True,
               help="Port of Locust's web UI with --ui.")
+@click.option("--connect-cost", is_flag=True,
+              help="Before the load, measure connect + SELECT 1 + close with and without TLS "
+                   "on each endpoint (a table in the report).")
 @name_option
 def run(scenario, endpoints, target, duration, users, spawn_rate, workers, seed, cooldown,
-        repeat, params, reports_dir, ui, web_port, name):
+        repeat, sslmode, params, reports_dir, ui, web_port, connect_cost, name):
     """Run SCENARIO (a name from `lab scenarios` or a locustfile) against endpoints.
 
     Writes reports/<run-id>/ (raw samples, connection counts, Locust CSV, manifest) and prints
@@ -390,6 +476,7 @@ def run(scenario, endpoints, target, duration, users, spawn_rate, workers, seed,
         workers=workers, params=_params(params), seed=seed,
         cooldown_s=runmod.parse_span(cooldown), repeat=repeat,
         target=target, ui=ui, web_port=web_port, lab_name=name, reports_dir=reports_dir,
+        sslmode=sslmode, connect_cost=connect_cost,
     )
     spec.check()
     if ui:
@@ -522,8 +609,14 @@ def report(run_dir, compare_dir, as_json):
               help="Run every segment N times, interleaved, same seed (95% intervals).")
 @click.option("--reports-dir", type=click.Path(path_type=Path, file_okay=False),
               default=Path("reports"), show_default=True, help="Where the run is written.")
+@click.option("--network", type=click.Choice(list(NETWORKS), case_sensitive=False),
+              help="Bring the lab up again at this distance first (its other settings kept); "
+                   "it stays so afterwards.")
+@click.option("--sslmode", type=click.Choice(SSLMODES),
+              help="The clients' sslmode (default verify-full with the lab's CA).")
 @name_option
-def bench(quick, duration, cooldown, seed, workers, repeat, reports_dir, name):
+def bench(quick, duration, cooldown, seed, workers, repeat, reports_dir, network, sslmode,
+          name):
     """The headline comparison: serverless bursts and persistent servers on all four endpoints.
 
     One run directory and one report; prints the report's path as the last line.
@@ -537,7 +630,7 @@ def bench(quick, duration, cooldown, seed, workers, repeat, reports_dir, name):
             quick, duration_s=runmod.parse_duration(duration) if duration else None,
             cooldown_s=runmod.parse_span(cooldown) if cooldown is not None else None,
             seed=seed, workers=workers, repeat=repeat, lab_name=name, reports_dir=reports_dir,
-            progress=_show_live(printer), log=_progress)
+            network=network, sslmode=sslmode, progress=_show_live(printer), log=_progress)
     finally:
         printer.done()
     term.info(f"{_outcome(result)} in {result.run_dir}")

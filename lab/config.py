@@ -80,7 +80,8 @@ ENDPOINTS: dict[str, Endpoint] = {
         ),
         Endpoint(
             "dedicated", "db", 6543, "transaction", "dedicated", "Dedicated pooler (PgBouncer)",
-            "serverless or high client counts on a paid tier: co-located, lowest pooled latency",
+            # lab.connect adds what the lab's distance says about its latency
+            "serverless or high client counts on a paid tier: co-located with Postgres",
         ),
     )
 }
@@ -90,6 +91,42 @@ POOL_SHARING = ("per-mode", "shared")
 # client at connect (EMAXCONNSESSION, "refuse"); before 2.8 it waited for a backend ("queue").
 SESSION_OVERFLOW = ("refuse", "queue")
 LAYOUTS = ("addresses", "ports")
+
+
+@dataclass(frozen=True)
+class Network:
+    """Round trips between the lab's parties, in milliseconds: the client and the db host, the
+    client and the pooler host, the pooler host and the db host (the dedicated pooler sits on
+    the db host and pays no hop of its own)."""
+
+    name: str
+    client_db_rtt_ms: float
+    client_pooler_rtt_ms: float
+    pooler_db_rtt_ms: float
+    source: str
+
+
+# Presets, with where their numbers come from (docs/design.md, "Distance").
+NETWORKS: dict[str, Network] = {
+    n.name: n
+    for n in (
+        Network("local", 0.0, 0.0, 0.0,
+                "everything on this machine: no added round trip (the lab before distance)"),
+        Network("same-region", 1.0, 1.0, 1.0,
+                "app, database and Supavisor in one cloud region, across availability zones: "
+                "about 0.5-2 ms per round trip between zones; Supavisor's own load test "
+                "measured about +2 ms against a co-located PgBouncer"),
+        Network("cross-region", 70.0, 70.0, 1.0,
+                "the app in another region than the project (e.g. us-west-2 calling "
+                "us-east-1: about 60-75 ms per round trip); pooler and database stay together"),
+    )
+}
+DEFAULT_NETWORK = "local"
+RTT_KEYS = ("client_db_rtt_ms", "client_pooler_rtt_ms", "pooler_db_rtt_ms")
+MAX_RTT_MS = 2000.0
+# Where a relay carries traffic: "auto" only on paths with a round trip above 0, "always" on
+# every path even at 0 ms (to measure what the relay itself costs).
+RELAY_MODES = ("auto", "always")
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
 TENANT_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 # Postgres keeps superuser_reserved_connections (3) slots; fewer than this leaves no room.
@@ -119,6 +156,15 @@ class LabConfig:
     shared_max_prepared_statements: int = 0
     # Seconds a PgBouncer client may queue for a server connection (PgBouncer default 120).
     query_wait_timeout: int = 120
+    # Supabase's "Enforce SSL on incoming connections" (off by default there too): on, every
+    # endpoint refuses a plaintext client with the server's own text.
+    ssl_enforce: bool = False
+    # Distance between the lab's hosts (a preset of NETWORKS, or "custom") and its round trips.
+    network: str = DEFAULT_NETWORK
+    client_db_rtt_ms: float = 0.0
+    client_pooler_rtt_ms: float = 0.0
+    pooler_db_rtt_ms: float = 0.0
+    relay: str = "auto"
     layout: str = "addresses"
     db_address: str = "127.0.0.2"
     pooler_address: str = "127.0.0.3"
@@ -136,6 +182,32 @@ class LabConfig:
         host = ENDPOINTS[endpoint].host
         return self.db_address if host == "db" else self.pooler_address
 
+    @property
+    def client_relays(self) -> bool:
+        """Clients reach both hosts through relays (services net-db and net-pooler)."""
+        return self.relay == "always" or self.client_db_rtt_ms > 0 or self.client_pooler_rtt_ms > 0
+
+    @property
+    def pooler_relay(self) -> bool:
+        """The shared pooler reaches Postgres through a relay on its own host."""
+        return self.relay == "always" or self.pooler_db_rtt_ms > 0
+
+    def client_service(self, endpoint: str) -> str:
+        """The compose service a client's packets enter for ``endpoint``."""
+        host = ENDPOINTS[endpoint].host
+        return f"net-{host}" if self.client_relays else host
+
+    def rtt_ms(self, path: str) -> float:
+        """Configured round trip of a path: client-db, client-pooler or pooler-db."""
+        return float(getattr(self, f"{path.replace('-', '_')}_rtt_ms"))
+
+    def endpoint_rtt_ms(self, endpoint: str) -> float:
+        """A query's added round trip through ``endpoint``: the client's hop to the host it
+        connects to, plus the pooler host's hop to Postgres for the shared pooler."""
+        if ENDPOINTS[endpoint].host == "db":
+            return self.client_db_rtt_ms
+        return self.client_pooler_rtt_ms + self.pooler_db_rtt_ms
+
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data["ports"] = dict(self.ports)
@@ -146,7 +218,8 @@ class LabConfig:
 SETTING_KEYS = (
     "tier", "max_connections", "max_client_conn", "pool_size", "tenant", "pool_sharing",
     "session_overflow", "max_prepared_statements", "shared_max_prepared_statements",
-    "query_wait_timeout", "layout", "db_address", "pooler_address",
+    "query_wait_timeout", "ssl_enforce", "network", *RTT_KEYS, "relay", "layout",
+    "db_address", "pooler_address",
     "port_offset", "direct_port", "dedicated_port", "session_port", "transaction_port",
 )
 DEFAULT_PORT_OFFSET = 10000
@@ -216,6 +289,7 @@ def load_config(
         if f"{endpoint}_port" in settings:
             ports[endpoint] = _int(settings, f"{endpoint}_port", 0)
 
+    network, rtts = _network(settings)
     cfg = LabConfig(
         name=name,
         tier=tier_name,
@@ -230,6 +304,10 @@ def load_config(
         shared_max_prepared_statements=_int(settings, "shared_max_prepared_statements", 0,
                                             minimum=0),
         query_wait_timeout=_int(settings, "query_wait_timeout", 120, minimum=0),
+        ssl_enforce=_bool(settings, "ssl_enforce", False),
+        network=network,
+        **rtts,
+        relay=str(settings.get("relay", "auto")),
         layout=layout,
         db_address=str(settings.get("db_address", db_address)),
         pooler_address=str(settings.get("pooler_address", pooler_address)),
@@ -255,6 +333,51 @@ def _int(settings: Mapping[str, Any], key: str, default: int, minimum: int | Non
     return number
 
 
+def _network(settings: Mapping[str, Any]) -> tuple[str, dict[str, float]]:
+    """A preset's round trips, each replaced by an explicit value; "custom" if one differs."""
+    name = str(settings.get("network", DEFAULT_NETWORK)).lower()
+    if name not in NETWORKS and name != "custom":
+        raise ConfigError(f"unknown network {name!r}",
+                          fix=f"use one of {', '.join(NETWORKS)} (e.g. lab up --network "
+                              "same-region), or set the *_rtt_ms values")
+    base = NETWORKS.get(name, NETWORKS[DEFAULT_NETWORK])
+    rtts = {key: float(getattr(base, key)) for key in RTT_KEYS}
+    for key in RTT_KEYS:
+        if key in settings:
+            rtts[key] = _float(settings, key, minimum=0.0, maximum=MAX_RTT_MS)
+    if name != "custom" and any(rtts[k] != getattr(base, k) for k in RTT_KEYS):
+        name = "custom"
+    return name, rtts
+
+
+def _float(settings: Mapping[str, Any], key: str, *, minimum: float,
+           maximum: float) -> float:
+    value = settings.get(key)
+    fix = f"set {key} to a number of milliseconds between {minimum:g} and {maximum:g}"
+    if isinstance(value, bool):
+        raise ConfigError(f"{key} must be a number, not {value!r}", fix=fix)
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise ConfigError(f"{key} must be a number, not {value!r}", fix=fix) from None
+    if not minimum <= number <= maximum or number != number:
+        raise ConfigError(f"{key} {number:g} is out of range", fix=fix)
+    return number
+
+
+def _bool(settings: Mapping[str, Any], key: str, default: bool) -> bool:
+    value = settings.get(key, default)
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "on", "yes", "1"):
+        return True
+    if text in ("false", "off", "no", "0"):
+        return False
+    raise ConfigError(f"{key} must be true or false, not {value!r}",
+                      fix=f"set {key} = true or {key} = false")
+
+
 def validate(cfg: LabConfig) -> None:
     """Refuse settings the stack cannot honour, naming the fix."""
     if cfg.pool_size > cfg.max_connections:
@@ -273,6 +396,17 @@ def validate(cfg: LabConfig) -> None:
     if cfg.session_overflow not in SESSION_OVERFLOW:
         raise ConfigError(f"unknown session_overflow {cfg.session_overflow!r}",
                           fix="use 'refuse' (Supavisor 2.8+) or 'queue' (Supavisor before 2.8)")
+    if cfg.relay not in RELAY_MODES:
+        raise ConfigError(f"unknown relay {cfg.relay!r}",
+                          fix="use 'auto' (relays only where a round trip is set) or 'always'")
+    if cfg.network not in NETWORKS and cfg.network != "custom":
+        raise ConfigError(f"unknown network {cfg.network!r}",
+                          fix=f"use one of {', '.join(NETWORKS)}")
+    for key in RTT_KEYS:
+        value = getattr(cfg, key)
+        if not isinstance(value, int | float) or not 0 <= value <= MAX_RTT_MS:
+            raise ConfigError(f"{key} {value!r} is out of range",
+                              fix=f"set {key} between 0 and {MAX_RTT_MS:g} ms")
     for key in ("db_address", "pooler_address"):
         value = getattr(cfg, key)
         try:

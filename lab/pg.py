@@ -28,20 +28,28 @@ OperationalError = psycopg.OperationalError
 def connect(ep: EndpointInfo, password: str, *, application_name: str = "pooler-lab",
             bench: bool = True, timeout: float = 5, autocommit: bool = True,
             user: str | None = None, dbname: str | None = None,
+            sslmode: str | None = None, verify_as: str | None = None,
             **kwargs) -> psycopg.Connection:
-    host, port = (ep.bench_host, ep.bench_port) if bench else (ep.host, ep.port)
+    """A client connection to an endpoint, with TLS as `lab connect` prints it (``sslmode``
+    overrides it, e.g. "disable" for plaintext). ``verify_as``: the host name the client
+    checks the certificate against, the address unchanged (a client that uses a wrong name)."""
+    params = ep.conn_params(bench=bench, sslmode=sslmode)
+    if verify_as is not None:
+        params["hostaddr"] = params.get("hostaddr") or params["host"]
+        params["host"] = verify_as
     return psycopg.connect(
-        host=host, port=port, user=user or ep.user, password=password,
+        **params, user=user or ep.user, password=password,
         dbname=dbname or ep.database, application_name=application_name,
         connect_timeout=max(1, int(timeout)), autocommit=autocommit, **kwargs,
     )
 
 
 def admin_connect(host: str, port: int, user: str, password: str,
-                  timeout: float = 5) -> psycopg.Connection:
-    """A PgBouncer admin console: simple query protocol only, hence ClientCursor."""
+                  timeout: float = 5, **tls: object) -> psycopg.Connection:
+    """A PgBouncer admin console: simple query protocol only, hence ClientCursor. ``tls``:
+    hostaddr / sslmode / sslrootcert (``Target.tls``), else libpq's defaults."""
     return psycopg.connect(
-        host=host, port=port, user=user, password=password, dbname="pgbouncer",
+        host=host, port=port, user=user, password=password, dbname="pgbouncer", **tls,
         connect_timeout=max(1, int(timeout)), autocommit=True,
         cursor_factory=psycopg.ClientCursor,
     )

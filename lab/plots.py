@@ -67,6 +67,7 @@ ERROR_COLORS = {
     "pool_timeout": "#F0B400",
     "prepared_statement": "#8C564B",
     "authentication": "#17BECF",
+    "tls": "#0072B2",
     "connection_refused": "#3B3B3B",
     "connection_lost": "#7A7A7A",
     "unfinished": "#6A3D9A",

@@ -11,6 +11,11 @@ Files:
     dedicated/pgbouncer-dedicated.ini, dedicated/userlist.txt
     pooler/pgbouncer-session.ini, pooler/pgbouncer-transaction.ini, pooler/userlist.txt
     pooler/pgbouncer-shared.ini     only with pool_sharing = "shared"
+    */server.crt, */server.key, */ca.crt   the lab's TLS (lab.tls): Postgres and every PgBouncer
+                                    serve TLS to clients; the poolers verify Postgres (verify-full)
+    net-db/relay.json, net-pooler/relay.json   the client's distance to each host (lab-relay),
+                                    only when clients reach the hosts through relays
+    pooler/relay.json               the pooler host's distance to the db host, when set
 """
 
 from __future__ import annotations
@@ -18,9 +23,11 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import json
 
 from lab.config import LabConfig
 from lab.state import Secrets
+from lab.tls import TlsMaterial
 
 ADMIN_USER = "lab_admin"  # PgBouncer admin/stats console user (exists only in auth files)
 AUTH_USER = "pgbouncer"  # the dedicated pooler's auth_user, as Supabase sets it up
@@ -37,6 +44,13 @@ SHARED_APP = "Supavisor"  # what Supavisor's backends show
 DEDICATED_APP = "PgBouncer"
 TENANT_DB = "lab_tenants"  # where the shared pooler's auth_query "finds" unknown tenants
 SCRAM_ITERATIONS = 4096
+# With a pooler -> db round trip, the shared pooler's PgBouncers reach Postgres through a relay
+# on their own host (lab-relay), listening here; Postgres still sees the pooler host's address.
+POOLER_RELAY_PORT = 15432
+# Inside the pooler and dedicated containers, where the lab's TLS files are installed.
+TLS_CERT = "/etc/lab/server.crt"
+TLS_KEY = "/etc/lab/server.key"
+TLS_CA = "/etc/lab/ca.crt"
 
 
 def scram_verifier(password: str, salt: bytes, iterations: int = SCRAM_ITERATIONS) -> str:
@@ -68,18 +82,21 @@ def endpoint_user(cfg: LabConfig, endpoint: str) -> str:
     return shared_pooler_user(cfg) if endpoint in ("session", "transaction") else "postgres"
 
 
-def render(cfg: LabConfig, secrets: Secrets, image: str, config_dir: str) -> dict[str, str]:
+def render(cfg: LabConfig, secrets: Secrets, image: str, config_dir: str,
+           tls: TlsMaterial | None = None) -> dict[str, str]:
+    """Every file the lab's containers read; without ``tls`` every endpoint is plaintext."""
+    tls_on = tls is not None
     files = {
-        "db/postgresql.conf": _postgresql_conf(cfg),
-        "db/pg_hba.conf": _pg_hba(),
+        "db/postgresql.conf": _postgresql_conf(cfg, tls_on),
+        "db/pg_hba.conf": _pg_hba(cfg.ssl_enforce and tls_on),
         "db/init.sql": _init_sql(cfg, secrets),
-        "dedicated/pgbouncer-dedicated.ini": _dedicated_ini(cfg),
+        "dedicated/pgbouncer-dedicated.ini": _dedicated_ini(cfg, tls_on),
         "dedicated/userlist.txt": _userlist({
             AUTH_USER: secrets.pgbouncer_password,  # plain text: used to log in to Postgres
             ADMIN_USER: _verifier(secrets, ADMIN_USER, secrets.admin_password),
         }),
-        "pooler/pgbouncer-session.ini": _shared_ini(cfg, secrets, "session"),
-        "pooler/pgbouncer-transaction.ini": _shared_ini(cfg, secrets, "transaction"),
+        "pooler/pgbouncer-session.ini": _shared_ini(cfg, secrets, "session", tls_on),
+        "pooler/pgbouncer-transaction.ini": _shared_ini(cfg, secrets, "transaction", tls_on),
         "pooler/userlist.txt": _userlist({
             # The very verifier Postgres holds for role postgres: after a client's SCRAM login
             # PgBouncer reuses the client's proof ("SCRAM pass-through") to log in upstream.
@@ -91,14 +108,51 @@ def render(cfg: LabConfig, secrets: Secrets, image: str, config_dir: str) -> dic
         "pooler/pgbouncer_hba.conf": _shared_hba(),
     }
     if cfg.pool_sharing == "shared":
-        files["pooler/pgbouncer-shared.ini"] = _shared_inner_ini(cfg, secrets)
+        files["pooler/pgbouncer-shared.ini"] = _shared_inner_ini(cfg, secrets, tls_on)
         # Only the outer PgBouncers log in here (as postgres); clients never see this port.
         files["pooler/userlist-shared.txt"] = _userlist({
             "postgres": _verifier(secrets, "postgres", secrets.postgres_password),
             ADMIN_USER: _verifier(secrets, ADMIN_USER, secrets.admin_password),
         })
+    if tls is not None:
+        # The dedicated pooler lives on the db host: it serves the db host's certificate.
+        for directory, host in (("db", "db"), ("dedicated", "db"), ("pooler", "pooler")):
+            cert, key = tls.certs[host]
+            files[f"{directory}/server.crt"] = cert
+            files[f"{directory}/server.key"] = key
+            files[f"{directory}/ca.crt"] = tls.ca_cert
+    files.update(relay_files(cfg))
     files["compose.env"] = _compose_env(cfg, image, config_dir, config_hash(files))
     return files
+
+
+def relay_files(cfg: LabConfig) -> dict[str, str]:
+    """lab-relay's routes: the client's hop to each host, the pooler host's hop to Postgres."""
+    files = {}
+    if cfg.client_relays:
+        for host, rtt in (("db", cfg.client_db_rtt_ms), ("pooler", cfg.client_pooler_rtt_ms)):
+            ports = ((DB_CONTAINER_PORT, "direct"), (DEDICATED_CONTAINER_PORT, "dedicated")) \
+                if host == "db" else ((SESSION_CONTAINER_PORT, "session"),
+                                      (TRANSACTION_CONTAINER_PORT, "transaction"))
+            files[f"net-{host}/relay.json"] = _relay_json([
+                {"name": name, "listen": f"0.0.0.0:{port}", "target": f"{host}:{port}",
+                 "rtt_ms": rtt} for port, name in ports])
+    if cfg.pooler_relay:
+        files["pooler/relay.json"] = _relay_json([
+            {"name": "pooler-db", "listen": f"127.0.0.1:{POOLER_RELAY_PORT}",
+             "target": f"db:{DB_CONTAINER_PORT}", "rtt_ms": cfg.pooler_db_rtt_ms}])
+    return files
+
+
+def _relay_json(routes: list[dict[str, object]]) -> str:
+    return json.dumps({"routes": routes}, indent=2) + "\n"
+
+
+def _pooler_db_target(cfg: LabConfig) -> str:
+    """How the shared pooler's PgBouncers reach Postgres: directly, or through the relay."""
+    if cfg.pooler_relay:
+        return f"host=127.0.0.1 port={POOLER_RELAY_PORT}"
+    return f"host=db port={DB_CONTAINER_PORT}"
 
 
 def config_hash(files: dict[str, str]) -> str:
@@ -126,7 +180,7 @@ def _compose_env(cfg: LabConfig, image: str, config_dir: str, chash: str) -> str
     return "".join(f"{k}={v}\n" for k, v in values.items())
 
 
-def _postgresql_conf(cfg: LabConfig) -> str:
+def _postgresql_conf(cfg: LabConfig, tls: bool = False) -> str:
     settings = {
         "listen_addresses": "'*'",
         "port": DB_CONTAINER_PORT,
@@ -146,18 +200,25 @@ def _postgresql_conf(cfg: LabConfig) -> str:
         "track_activity_query_size": 2048,
         "pg_stat_statements.track": "all",
     }
+    if tls:
+        settings.update({"ssl": "on", "ssl_cert_file": f"'{TLS_CERT}'",
+                         "ssl_key_file": f"'{TLS_KEY}'", "ssl_ca_file": f"'{TLS_CA}'"})
     return "# Rendered by pooler-lab; edit lab.toml or flags, not this file.\n" + "".join(
         f"{k} = {v}\n" for k, v in settings.items()
     )
 
 
-def _pg_hba() -> str:
+def _pg_hba(ssl_enforce: bool = False) -> str:
+    # Enforcing SSL as Supabase does: only hostssl lines, so a plaintext client finds no entry
+    # ("no pg_hba.conf entry for host ..., no encryption").
+    kind = "hostssl" if ssl_enforce else "host   "
     return (
         "# Rendered by pooler-lab. Trust only on the container-local socket;\n"
-        "# every network connection authenticates with SCRAM-SHA-256.\n"
-        "local all all trust\n"
-        "host  all all 0.0.0.0/0 scram-sha-256\n"
-        "host  all all ::/0      scram-sha-256\n"
+        "# every network connection authenticates with SCRAM-SHA-256"
+        + (" over TLS (ssl_enforce).\n" if ssl_enforce else ".\n")
+        + "local all all trust\n"
+        f"{kind} all all 0.0.0.0/0 scram-sha-256\n"
+        f"{kind} all all ::/0      scram-sha-256\n"
     )
 
 
@@ -223,7 +284,7 @@ def _userlist(entries: dict[str, str]) -> str:
 def _pgbouncer_common(cfg: LabConfig, *, port: int, mode: str, pool_size: int,
                       max_client_conn: int, listen_addr: str = "*",
                       auth_file: str = "userlist.txt",
-                      auth_type: str = "scram-sha-256") -> list[str]:
+                      auth_type: str = "scram-sha-256", tls: bool = False) -> list[str]:
     return [
         "[pgbouncer]",
         f"listen_addr = {listen_addr}",
@@ -240,7 +301,7 @@ def _pgbouncer_common(cfg: LabConfig, *, port: int, mode: str, pool_size: int,
         f"max_client_conn = {max_client_conn}",
         f"query_wait_timeout = {cfg.query_wait_timeout}",
         "ignore_startup_parameters = extra_float_digits",
-        "server_tls_sslmode = disable",
+        *_tls_lines(cfg, tls),
         "application_name_add_host = 0",
         # One log line per connection would dominate a connect-per-request burst.
         "log_connections = 0",
@@ -249,7 +310,24 @@ def _pgbouncer_common(cfg: LabConfig, *, port: int, mode: str, pool_size: int,
     ]
 
 
-def _dedicated_ini(cfg: LabConfig) -> str:
+def _tls_lines(cfg: LabConfig, tls: bool) -> list[str]:
+    if not tls:
+        return ["server_tls_sslmode = disable"]
+    return [
+        # To clients: TLS when they ask (prefer), required with ssl_enforce ("SSL required").
+        f"client_tls_sslmode = {'require' if cfg.ssl_enforce else 'prefer'}",
+        f"client_tls_cert_file = {TLS_CERT}",
+        f"client_tls_key_file = {TLS_KEY}",
+        # Only for client certificates (none are asked for), but PgBouncer must load a CA, and
+        # the image has no system bundle.
+        f"client_tls_ca_file = {TLS_CA}",
+        # To Postgres: TLS, the server's certificate checked against the lab's CA and name.
+        "server_tls_sslmode = verify-full",
+        f"server_tls_ca_file = {TLS_CA}",
+    ]
+
+
+def _dedicated_ini(cfg: LabConfig, tls: bool = False) -> str:
     lines = [
         "; Rendered by pooler-lab: the dedicated pooler, PgBouncer co-located with Postgres",
         "; (it shares the db host's network namespace), configured as Supabase does.",
@@ -257,7 +335,8 @@ def _dedicated_ini(cfg: LabConfig) -> str:
         f"* = host=127.0.0.1 port={DB_CONTAINER_PORT} application_name={DEDICATED_APP}",
         "",
         *_pgbouncer_common(cfg, port=DEDICATED_CONTAINER_PORT, mode="transaction",
-                           pool_size=cfg.pool_size, max_client_conn=cfg.max_client_conn),
+                           pool_size=cfg.pool_size, max_client_conn=cfg.max_client_conn,
+                           tls=tls),
         f"auth_user = {AUTH_USER}",
         "auth_query = SELECT * FROM pgbouncer.get_auth($1)",
         "auth_dbname = postgres",
@@ -276,7 +355,7 @@ def _shared_hba() -> str:
     )
 
 
-def _shared_ini(cfg: LabConfig, secrets: Secrets, mode: str) -> str:
+def _shared_ini(cfg: LabConfig, secrets: Secrets, mode: str, tls: bool = False) -> str:
     port = SESSION_CONTAINER_PORT if mode == "session" else TRANSACTION_CONTAINER_PORT
     extra: list[str] = []
     if cfg.pool_sharing == "shared":
@@ -285,17 +364,17 @@ def _shared_ini(cfg: LabConfig, secrets: Secrets, mode: str) -> str:
         # back within a second so the other mode can use it.
         extra = ["server_idle_timeout = 1"]
     else:
-        target = f"host=db port={DB_CONTAINER_PORT}"
+        target = _pooler_db_target(cfg)
     lines = [
         f"; Rendered by pooler-lab: the shared pooler's {mode} mode (PgBouncer standing in for",
         "; Supavisor). Clients log in as postgres.<tenant>; Postgres sees role postgres.",
         "[databases]",
         f"* = {target} user=postgres password={secrets.postgres_password}"
         f" application_name={SHARED_APP}",
-        f"{TENANT_DB} = host=db port={DB_CONTAINER_PORT} dbname={TENANT_DB}",
+        f"{TENANT_DB} = {_pooler_db_target(cfg)} dbname={TENANT_DB}",
         "",
         *_pgbouncer_common(cfg, port=port, mode=mode, pool_size=cfg.pool_size,
-                           max_client_conn=cfg.max_client_conn, auth_type="hba"),
+                           max_client_conn=cfg.max_client_conn, auth_type="hba", tls=tls),
         "auth_hba_file = /etc/lab/pgbouncer_hba.conf",
         # Users missing from the auth file (a wrong tenant) are looked up in TENANT_DB, whose
         # login trigger answers "Tenant or user not found", as Supavisor does.
@@ -318,16 +397,16 @@ def _shared_ini(cfg: LabConfig, secrets: Secrets, mode: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _shared_inner_ini(cfg: LabConfig, secrets: Secrets) -> str:
+def _shared_inner_ini(cfg: LabConfig, secrets: Secrets, tls: bool = False) -> str:
     lines = [
         "; Rendered by pooler-lab: pool_sharing = shared. Both modes' server connections pass",
         "; through this session-mode pool, so together they hold at most pool_size backends.",
         "[databases]",
-        f"* = host=db port={DB_CONTAINER_PORT} user=postgres password={secrets.postgres_password}",
+        f"* = {_pooler_db_target(cfg)} user=postgres password={secrets.postgres_password}",
         "",
         *_pgbouncer_common(cfg, port=SHARED_INNER_PORT, mode="session",
                            pool_size=cfg.pool_size, max_client_conn=4 * cfg.max_client_conn,
-                           listen_addr="127.0.0.1", auth_file="userlist-shared.txt"),
+                           listen_addr="127.0.0.1", auth_file="userlist-shared.txt", tls=tls),
         "max_prepared_statements = 0",
     ]
     return "\n".join(lines) + "\n"

@@ -210,6 +210,9 @@ def document(a: RunAnalysis, figures: Sequence[plots.FigureFile],
         f"ended {scrub(m.get('ended_at'))} ({_duration(m.get('duration_s'))}"
         + (f", {a.repeats} repeats" if a.repeats > 1 else "")
         + f"); {a.total_scheduled:,} arrivals scheduled, {a.total_requests:,} started."))
+    network = network_text(m)
+    if network:
+        blocks.append(Para(scrub(network), strong="Network:"))
     if comparison is not None:
         blocks.append(Para(
             f"this run (A) against {scrub(comparison.b.run_id)} (B). Every figure draws B in the "
@@ -230,6 +233,7 @@ def document(a: RunAnalysis, figures: Sequence[plots.FigureFile],
                            kind="warning"))
     blocks += _says(a, figures)
     blocks += _summary(a)
+    blocks += _connect_cost(m)
     if comparison is not None:
         blocks += _changes(comparison)
     blocks += _figures(a, figures)
@@ -237,6 +241,70 @@ def document(a: RunAnalysis, figures: Sequence[plots.FigureFile],
     blocks += _definitions(a)
     blocks += _manifest(a)
     return blocks
+
+
+PATH_LABELS = ("client-db", "client-pooler", "pooler-db")
+
+
+def network_text(m: dict[str, Any]) -> str | None:
+    """The run's distance and TLS in one sentence: configured, then measured."""
+    net = m.get("network")
+    tls = m.get("tls") or {}
+    if not isinstance(net, dict):
+        return None
+    configured = net.get("configured_ms") or {}
+    measured = net.get("measured_ms") or {}
+    preset = net.get("preset", "?")
+    if any(configured.get(p) for p in PATH_LABELS):
+        head = f"{preset}, round trips configured " + ", ".join(
+            f"{p} {_ms_value(configured.get(p))}" for p in PATH_LABELS)
+    else:
+        head = f"{preset} (no round trip added between the hosts)"
+    seen = [f"{p} {_ms_value(measured.get(p))}" for p in PATH_LABELS
+            if measured.get(p) is not None]
+    text = head + ("; measured " + ", ".join(seen) if seen else "")
+    if net.get("relay") == "always":
+        text += "; relays on every path"
+    if tls:
+        text += (f". TLS: clients sslmode={tls.get('sslmode', '?')}, ssl_enforce "
+                 f"{'on' if tls.get('ssl_enforce') else 'off'}")
+    return text + "."
+
+
+def _ms_value(value: Any) -> str:
+    if not isinstance(value, int | float):
+        return "?"
+    return f"{value:.2f} ms" if value < 10 else f"{value:.1f} ms"
+
+
+def _connect_cost(m: dict[str, Any]) -> list[Block]:
+    cost = m.get("connect_cost")
+    if not isinstance(cost, dict) or not cost.get("endpoints"):
+        return []
+    rows = []
+    for name, per in cost["endpoints"].items():
+        for mode in ("tls", "plain"):
+            r = per.get(mode) or {}
+            err = r.get("errors") or {}
+            rows.append([name, f"{mode} ({r.get('sslmode', '?')})", fmt_int(r.get("n")),
+                         fmt_ms(r.get("connect_p50_ms")), fmt_ms(r.get("connect_p95_ms")),
+                         fmt_ms(r.get("invocation_p50_ms")), fmt_ms(r.get("invocation_p95_ms")),
+                         scrub(f"{err['count']}x {err['class']}: {err['message']}")
+                         if err else ""])
+        extra = per.get("tls_extra_p50_ms")
+        if isinstance(extra, int | float):
+            rows[-2][-1] = rows[-2][-1] or f"TLS adds {fmt_ms(extra)} to the p50 connect"
+    return [
+        Heading(2, "What one connection costs", "connect-cost"),
+        Para(f"A serverless invocation reduced to its price: connect, SELECT 1, close; "
+             f"{fmt_int(cost.get('invocations'))} times per endpoint, with TLS "
+             "(sslmode=verify-full) and without (sslmode=disable) interleaved, before the load. "
+             "A client that connects per request pays this every time; a pooled app server "
+             "pays it once."),
+        Table(["endpoint", "TLS", "n", "connect p50", "connect p95", "invocation p50",
+               "invocation p95", "note"], rows,
+              numeric=[False, False, True, True, True, True, True, False]),
+    ]
 
 
 def _duration(value: Any) -> str:

@@ -65,17 +65,25 @@ class Target:
     user: str
     dbname: str = "postgres"
     limits: dict[str, int] = field(default_factory=dict)
+    # hostaddr / sslmode / sslrootcert: the lab's TLS, checked against the published name
+    tls: dict[str, object] = field(default_factory=dict)
+
+
+def _monitor(ep: EndpointInfo) -> tuple[str, int, dict[str, object]]:
+    params = ep.conn_params(monitor=True)
+    host, port = str(params.pop("host")), int(params.pop("port"))  # type: ignore[call-overload]
+    return host, port, params
 
 
 def lab_targets(cfg: LabConfig, eps: dict[str, EndpointInfo]) -> list[Target]:
-    direct = eps["direct"]
-    targets = [Target("postgres", "postgres", direct.bench_host, direct.bench_port, "postgres",
-                      limits={"max_connections": cfg.max_connections})]
+    host, port, tls = _monitor(eps["direct"])
+    targets = [Target("postgres", "postgres", host, port, "postgres",
+                      limits={"max_connections": cfg.max_connections}, tls=tls)]
     for name in ("dedicated", "session", "transaction"):
-        ep = eps[name]
-        targets.append(Target(name, "pgbouncer", ep.bench_host, ep.bench_port, ADMIN_USER,
+        host, port, tls = _monitor(eps[name])
+        targets.append(Target(name, "pgbouncer", host, port, ADMIN_USER,
                               limits={"pool_size": cfg.pool_size,
-                                      "max_client_conn": cfg.max_client_conn}))
+                                      "max_client_conn": cfg.max_client_conn}, tls=tls))
     return targets
 
 
@@ -103,10 +111,12 @@ class _TargetProbe:
     def _connect(self):
         t = self.target
         if t.kind == "pgbouncer":
-            return pg.admin_connect(t.host, t.port, t.user, self.password, timeout=self.timeout)
+            return pg.admin_connect(t.host, t.port, t.user, self.password, timeout=self.timeout,
+                                    **t.tls)
         import psycopg
 
-        return psycopg.connect(host=t.host, port=t.port, user=t.user, password=self.password,
+        return psycopg.connect(host=t.host, port=t.port, **t.tls, user=t.user,
+                               password=self.password,
                                dbname=t.dbname, application_name=SAMPLER_APP,
                                connect_timeout=max(2, int(self.timeout)), autocommit=True)
 

@@ -1,7 +1,7 @@
 """Stage 3 of the pipeline: the compose stack's lifecycle.
 
 The only module that runs ``docker compose``: every command is built as an argument list by
-``Stack.compose`` (project name, compose file, env file), ``up`` waits for every healthcheck
+``Stack.compose`` (project name, compose files, env file), ``up`` waits for every healthcheck
 (``up --wait``) and takes a half-started stack down again, and ``ps --format json`` is parsed
 tolerantly into small dataclasses.
 """
@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from lab import config as cfgmod
-from lab import engine, image, render, resources
+from lab import engine, image, render, resources, tls
 from lab.errors import ConfigError, DockerUnavailable, StackError
 from lab.state import LabState, known_labs, name_flag
 
@@ -29,6 +29,28 @@ Log = Callable[[str], None]
 # How long `lab up` waits for every healthcheck; POOLER_LAB_UP_TIMEOUT overrides it (slow hosts).
 UP_TIMEOUT_S = 120
 SERVICES = ("db", "dedicated", "pooler")
+RELAY_SERVICES = ("net-db", "net-pooler")
+
+
+def services(cfg: cfgmod.LabConfig) -> tuple[str, ...]:
+    """The lab's compose services: the hosts, and the relays in front of them with distance."""
+    return SERVICES + (RELAY_SERVICES if cfg.client_relays else ())
+
+
+def compose_files(cfg: cfgmod.LabConfig) -> list[Path]:
+    """compose.yaml, then where clients come in: published host ports, or relays."""
+    base = resources.compose_dir()
+    front = "compose.distance.yaml" if cfg.client_relays else "compose.ports.yaml"
+    return [base / "compose.yaml", base / front]
+
+
+def tls_dir(state: LabState) -> Path:
+    return state.dir / "tls"
+
+
+def tls_material(cfg: cfgmod.LabConfig, state: LabState) -> tls.TlsMaterial:
+    """The lab's CA and host certificates, made on first use, kept until down --volumes."""
+    return tls.ensure(tls_dir(state), tls.host_names(cfg.db_address, cfg.pooler_address))
 
 
 @functools.lru_cache(maxsize=1)
@@ -121,7 +143,7 @@ class Stack:
         argv = [
             *compose_command(),
             "--project-name", self.cfg.project,
-            "--file", str(resources.compose_dir() / "compose.yaml"),
+            *(arg for path in compose_files(self.cfg) for arg in ("--file", str(path))),
             "--env-file", str(self.env_file),
             "--project-directory", str(self.state.config_dir),
             *args,
@@ -185,6 +207,26 @@ def resolve_config(name: str, config_path: Path | None,
 def up(name: str = "default", config_path: Path | None = None,
        overrides: Mapping[str, Any] | None = None, log: Log = print) -> UpResult:
     cfg, explicit = resolve_config(name, config_path, overrides or {})
+    return _bring_up(cfg, explicit, log)
+
+
+def up_with(name: str, changes: Mapping[str, Any], log: Log = print) -> UpResult:
+    """Bring a lab up again with its saved settings, ``changes`` applied (lab bench
+    --network). A new network preset replaces the saved round trips."""
+    state = LabState(name)
+    saved = state.load_settings()
+    settings = {k: v for k, v in saved.to_dict().items() if k in cfgmod.SETTING_KEYS}
+    settings.update({f"{ep}_port": port for ep, port in saved.ports.items()})
+    if "network" in changes:
+        for key in cfgmod.RTT_KEYS:
+            settings.pop(key, None)
+    settings.update(changes)
+    cfg = cfgmod.load_config(name, settings, None, source="the lab's saved settings")
+    return _bring_up(cfg, set(settings), log)
+
+
+def _bring_up(cfg: cfgmod.LabConfig, explicit: set[str], log: Log) -> UpResult:
+    name = cfg.name
     state = LabState(name)
     engine.client()  # DockerUnavailable first: it is the most common cause
     compose_command()
@@ -194,13 +236,14 @@ def up(name: str = "default", config_path: Path | None = None,
     secrets = state.secrets(create=True)
     running = [s for s in stack.ps() if s.state == "running"]
     check_ports_free(cfg, own=running)
-    files = render.render(cfg, secrets, tag, str(state.config_dir))
+    files = render.render(cfg, secrets, tag, str(state.config_dir), tls_material(cfg, state))
     previous = stack.env_file.read_text() if stack.env_file.exists() else None
     state.write_config_files(files)
     state.save_settings(cfg)
-    unchanged = previous == files["compose.env"] and len(running) == len(SERVICES)
+    unchanged = previous == files["compose.env"] and len(running) == len(services(cfg))
     log(f"starting {cfg.project} ({cfg.tier}: max_connections {cfg.max_connections}, "
-        f"pool size {cfg.pool_size}, max pooler clients {cfg.max_client_conn})")
+        f"pool size {cfg.pool_size}, max pooler clients {cfg.max_client_conn}; "
+        f"network {describe_network(cfg)})")
     wait_s = _up_timeout()
     try:
         stack.compose("up", "--detach", "--wait", "--wait-timeout", str(wait_s),
@@ -216,6 +259,16 @@ def up(name: str = "default", config_path: Path | None = None,
                              f"host: POOLER_LAB_UP_TIMEOUT=300 lab up{name_flag(name)}"
                          ) from None
     return UpResult(cfg=cfg, image=tag, created=not unchanged)
+
+
+def describe_network(cfg: cfgmod.LabConfig) -> str:
+    """'local' or 'same-region: client-db 1 ms, client-pooler 1 ms, pooler-db 1 ms'."""
+    if not (cfg.client_relays or cfg.pooler_relay):
+        return cfg.network
+    rtts = ", ".join(f"{path} {cfg.rtt_ms(path):g} ms"
+                     for path in ("client-db", "client-pooler", "pooler-db"))
+    relay = "; relays always on" if cfg.relay == "always" else ""
+    return f"{cfg.network}: {rtts}{relay}"
 
 
 def _up_timeout() -> int:
@@ -249,6 +302,8 @@ def down(name: str = "default", volumes: bool = False, log: Log = print) -> list
     if volumes:
         args.append("--volumes")
     stack.compose(*args, timeout=180)
+    if volumes:
+        tls.remove(tls_dir(state))  # a new CA at the next lab up, as for a new project
     left = engine.project_resources(cfg.project)
     return [f"{kind[:-1]} {n}" for kind, names in left.items() for n in names]
 
@@ -264,7 +319,7 @@ def require_running(name: str = "default") -> tuple[cfgmod.LabConfig, LabState,
     cfg, state = load(name)
     containers = engine.project_containers(cfg.project)
     running = {c.service for c in containers if c.state == "running"}
-    missing = [s for s in SERVICES if s not in running]
+    missing = [s for s in services(cfg) if s not in running]
     if missing:
         raise StackError(f"lab {name!r} is not running ({', '.join(missing)} down)",
                          fix=f"lab up{name_flag(name)}")

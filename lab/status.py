@@ -34,12 +34,13 @@ def status(name: str = "default") -> dict[str, Any]:
              "address": c.address} for c in containers
         ],
         "running": sorted({c.service for c in containers if c.state == "running"})
-        == sorted(stack.SERVICES),
+        == sorted(stack.services(cfg)),
+        "down": down_services(cfg, containers),
         "endpoints": {},
         "postgres": None,
     }
-    if not result["running"]:
-        return result
+    if not any(c.state == "running" for c in containers):
+        return result  # nothing to ask; with some services up, the rest still answers
     eps = endpoints(cfg, containers)
     secrets = state.secrets()
     targets = sampler.lab_targets(cfg, eps)
@@ -80,6 +81,60 @@ def status(name: str = "default") -> dict[str, Any]:
 POOLERS = {"dedicated": ("dedicated",), "shared": ("session", "transaction")}
 
 
+def down_services(cfg, containers: Iterable[engine.ContainerInfo]) -> dict[str, str]:
+    """Each of the lab's services that is not running, with what it is instead."""
+    seen = {c.service: c for c in containers}
+    down = {}
+    for service in stack.services(cfg):
+        c = seen.get(service)
+        if c is None:
+            down[service] = "missing (no container)"
+        elif c.state != "running":
+            down[service] = c.state
+    return down
+
+
+def describe_down(down: Mapping[str, str]) -> str:
+    """'pooler exited, dedicated paused', or '' when every service runs."""
+    return ", ".join(f"{service} {state}" for service, state in down.items())
+
+# The two monitoring queries of Supabase's docs, unchanged: they join pg_stat_ssl, so `ssl`
+# says which backends came over TLS (clients of direct, and the poolers' server connections).
+MONITORING_SQL = {
+    "Connections by application and user":
+        "select count(usename), count(application_name), application_name, usename "
+        "from pg_stat_ssl join pg_stat_activity on pg_stat_ssl.pid = pg_stat_activity.pid "
+        "group by usename, application_name;",
+    "All connections":
+        "SELECT pg_stat_activity.pid, ssl AS ssl_connection, datname AS database, "
+        "usename AS connected_role, application_name, client_addr, query, query_start, "
+        "state, backend_start FROM pg_stat_ssl JOIN pg_stat_activity "
+        "ON pg_stat_ssl.pid = pg_stat_activity.pid;",
+}
+
+
+def monitoring(name: str = "default") -> list[dict[str, Any]]:
+    """Supabase's monitoring queries, run as the user would in the SQL editor (direct)."""
+    from lab import pg
+
+    cfg, state, containers = stack.require_running(name)
+    ep = endpoints(cfg, containers)["direct"]
+    results = []
+    with pg.connect(ep, state.secrets().postgres_password,
+                    application_name="pooler-lab-status") as conn:
+        for title, query in MONITORING_SQL.items():
+            rows = pg.rows(conn, query)
+            results.append({"title": title, "sql": query,
+                            "rows": [{k: _plain(v) for k, v in row.items()} for row in rows]})
+    return results
+
+
+def _plain(value: Any) -> Any:
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    return str(value)
+
+
 def _pooler_lists(targets, admin_password: str) -> dict[str, dict[str, Any]]:
     """SHOW CLIENTS and SHOW SERVERS of every PgBouncer, or the error that stopped them."""
     from lab import pg
@@ -89,7 +144,8 @@ def _pooler_lists(targets, admin_password: str) -> dict[str, dict[str, Any]]:
         if t.kind != "pgbouncer":
             continue
         try:
-            with pg.admin_connect(t.host, t.port, t.user, admin_password, timeout=2) as conn:
+            with pg.admin_connect(t.host, t.port, t.user, admin_password, timeout=2,
+                                  **t.tls) as conn:
                 lists[t.name] = {"clients": pg.rows(conn, "SHOW CLIENTS"),
                                  "servers": pg.rows(conn, "SHOW SERVERS")}
         except Exception as exc:  # a stopped pooler is a line in the view, not a crash

@@ -114,7 +114,7 @@ def test_exceptions(exc, expected, sqlstate):
 
 def test_every_class_is_documented():
     assert CLASSES == ("too_many_clients", "max_client_conn", "pool_timeout",
-                       "prepared_statement", "authentication", "connection_refused",
+                       "prepared_statement", "authentication", "tls", "connection_refused",
                        "connection_lost", "unfinished", "not_started", "other")
     assert set(LOAD_CLASSES) <= set(CLASSES) and "network" not in CLASSES
     assert LEGACY_CLASSES == ("network",)

@@ -89,8 +89,10 @@ class Context:
         conn = self._admins.get(endpoint)
         if conn is None or conn.closed:
             ep = self.eps[endpoint]
-            conn = pg.admin_connect(ep.bench_host, ep.bench_port, ADMIN_USER,
-                                    self.admin_password, timeout=CONNECT_TIMEOUT_S)
+            params = ep.conn_params(bench=True)
+            host, port = str(params.pop("host")), int(params.pop("port"))
+            conn = pg.admin_connect(host, port, ADMIN_USER, self.admin_password,
+                                    timeout=CONNECT_TIMEOUT_S, **params)
             self._admins[endpoint] = conn
         return conn
 

@@ -95,6 +95,10 @@ def reproduce_argv(spec: RunSpec, scenario, params, endpoints, users, spawn_rate
         argv += ["--repeat", str(spec.repeat)]
     if spec.workers > 1:
         argv += ["--workers", str(spec.workers)]
+    if spec.sslmode:
+        argv += ["--sslmode", spec.sslmode]
+    if spec.connect_cost:
+        argv.append("--connect-cost")
     for key, value in params.items():
         argv += ["-P", f"{key}={value}"]
     return argv
@@ -113,6 +117,17 @@ def reproduce_text(manifest: dict[str, Any]) -> str:
               str(lab["query_wait_timeout"]),
               # a lab from before the setting queued session-mode clients beyond pool_size
               "--session-overflow", str(lab.get("session_overflow", "queue"))]
+        if lab.get("ssl_enforce"):
+            up.append("--ssl-enforce")
+        network = lab.get("network", "local")
+        if network == "custom":
+            up += [arg for key in ("client_db_rtt_ms", "client_pooler_rtt_ms",
+                                   "pooler_db_rtt_ms")
+                   for arg in (f"--{key.replace('_', '-')}", f"{lab.get(key, 0):g}")]
+        else:
+            up += ["--network", network]
+        if lab.get("relay", "auto") != "auto":
+            up += ["--relay", lab["relay"]]
         if lab["name"] != "default":
             up += ["--name", lab["name"]]
         lines.append(shlex.join(up))
@@ -231,7 +246,7 @@ def _components(targets: Targets) -> dict[str, Any]:
     if bouncer is not None:
         try:
             with pg.admin_connect(bouncer.host, bouncer.port, bouncer.user,
-                                  targets.sampler_passwords[bouncer.name]) as conn:
+                                  targets.sampler_passwords[bouncer.name], **bouncer.tls) as conn:
                 rows = pg.rows(conn, "SHOW VERSION")
                 info["pgbouncer"] = str(next(iter(rows[0].values()))) if rows else None
         except Exception as exc:

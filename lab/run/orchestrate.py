@@ -61,6 +61,9 @@ def execute(spec: RunSpec, legs: list[Leg], endpoints: tuple[str, ...], command:
     doc = manifest.new(spec, legs, endpoints, targets, run_id, command)
     doc["host"]["noise"] = _noise_start(targets)
     manifest.write(run_dir, doc)
+    if targets.lab is not None:
+        _measure_network(spec, targets, endpoints, doc, log)
+        manifest.write(run_dir, doc)
 
     from lab import sampler as samplermod
 
@@ -101,6 +104,27 @@ def execute(spec: RunSpec, legs: list[Leg], endpoints: tuple[str, ...], command:
     requests, errors = state.watcher.totals()
     return RunResult(run_dir=run_dir, interrupted=interrupted, requests=requests, errors=errors,
                      not_started=state.watcher.not_started_total())
+
+
+def _measure_network(spec: RunSpec, targets: Targets, endpoints: tuple[str, ...],
+                     doc: dict[str, Any], log: Log) -> None:
+    """The lab's distance and TLS as configured and as measured, before any load."""
+    from lab import config as cfgmod
+    from lab import probe
+
+    cfg = cfgmod.from_dict(targets.lab or {})
+    eps = {n: ep for n, ep in targets.endpoints.items() if ep is not None}
+    password = targets.sampler_passwords.get("postgres", "")
+    admin = targets.sampler_passwords.get("transaction", "")
+    doc["network"] = probe.round_trips(cfg, eps, password, admin)
+    doc["tls"] = {"sslmode": spec.sslmode or "verify-full", "ssl_enforce": cfg.ssl_enforce,
+                  "server": "Postgres and both poolers serve TLS; the poolers verify Postgres "
+                            "(server_tls_sslmode verify-full)"}
+    if spec.connect_cost:
+        log("measuring what a connection costs, with and without TLS")
+        doc["connect_cost"] = probe.connect_cost(
+            eps, password, endpoints,
+            expected_rtt_ms=max(cfg.endpoint_rtt_ms(e) for e in endpoints))
 
 
 def segment_name(scenario: str, endpoint: str, repeat: int, repeats: int) -> str:

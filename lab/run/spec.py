@@ -18,6 +18,8 @@ from lab.connect import MASK
 from lab.errors import ConfigError
 
 ALL_ENDPOINTS = ("direct", "session", "transaction", "dedicated")
+# libpq's sslmode values a run may ask for (verify-full checks the lab's CA and the host name).
+SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 
 
 @dataclass(frozen=True)
@@ -46,9 +48,16 @@ class RunSpec:
     # Every (scenario, endpoint) segment runs this many times, interleaved (all endpoints once,
     # then again), with the same seed: the report's intervals and the recommendation use them.
     repeat: int = 1
+    # The clients' sslmode (None: verify-full with the lab's CA, as `lab connect` prints it).
+    sslmode: str | None = None
+    # Measure a connection's price with and without TLS before the load (lab.probe).
+    connect_cost: bool = False
 
     def check(self) -> None:
         """Refuse counts a run cannot use, with the flag that fixes them."""
+        if self.sslmode is not None and self.sslmode not in SSLMODES:
+            raise ConfigError(f"unknown sslmode {self.sslmode!r}",
+                              fix=f"use one of {', '.join(SSLMODES)}")
         if self.repeat < 1:
             raise ConfigError(f"--repeat {self.repeat} is below 1",
                               fix="use --repeat 1 (one pass) or more (e.g. --repeat 3)")

@@ -66,7 +66,7 @@ def resolve_targets(spec: RunSpec, endpoints: tuple[str, ...] = ()) -> Targets:
     targets = sampler.lab_targets(cfg, eps)
     return Targets(
         endpoints={name: eps[name] for name in eps},
-        uris={name: eps[name].uri(password, bench=True) for name in eps},
+        uris={name: eps[name].uri(password, bench=True, sslmode=spec.sslmode) for name in eps},
         masked={name: {k: v for k, v in eps[name].to_json().items() if k != "use_when"}
                 for name in eps},
         lab=cfg.to_dict(),
@@ -88,7 +88,8 @@ def reset_poolers(targets: Targets, log: Log) -> dict[str, int]:
         if t.kind != "pgbouncer":
             continue
         try:
-            with pg.admin_connect(t.host, t.port, t.user, targets.sampler_passwords[t.name]) as c:
+            with pg.admin_connect(t.host, t.port, t.user, targets.sampler_passwords[t.name],
+                                  **t.tls) as c:
                 left[t.name] = pg.drain_pooler(c, timeout_s=10)
         except pg.Error as exc:
             left[t.name] = -1
