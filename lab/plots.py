@@ -538,12 +538,20 @@ def _with_gaps(series: Series, values: np.ndarray) -> tuple[np.ndarray, np.ndarr
             np.insert(values, breaks + 1, np.nan))
 
 
+SAMPLE_MARGIN_S = 0.5  # one connection sample (the sampler's default interval)
+
+
 def _trace(series: Series | None, name: str, g: Group) -> tuple[np.ndarray, np.ndarray] | None:
     """One value of a connection series over the group's (first) segment, seconds after its
     start, broken where samples failed or are missing; None when there is nothing."""
     if series is None or name not in series.values:
         return None
-    inside = (series.t >= g.first - 2) & (series.t <= _segment_end(g) + 2)
+    # Within the segment, give or take one sample: with no cooldown the next segment's
+    # clients connect within a second or two of this one's end, and are not this group's.
+    lo = g.first - 2
+    if g.spans:
+        lo = max(lo, g.spans[0].start - SAMPLE_MARGIN_S)
+    inside = (series.t >= lo) & (series.t <= _segment_end(g) + SAMPLE_MARGIN_S)
     if not inside.any():
         return None
     sub = Series(series.target, series.kind, series.t[inside], series.ok[inside],

@@ -293,7 +293,7 @@ def _connect_cost(m: dict[str, Any]) -> list[Block]:
                          if err else ""])
         extra = per.get("tls_extra_p50_ms")
         if isinstance(extra, int | float):
-            rows[-2][-1] = rows[-2][-1] or f"TLS adds {fmt_ms(extra)} to the p50 connect"
+            rows[-2][-1] = rows[-2][-1] or f"TLS adds {fmt_ms(extra)} ms to the p50 connect"
     return [
         Heading(2, "What one connection costs", "connect-cost"),
         Para(f"A serverless invocation reduced to its price: connect, SELECT 1, close; "
@@ -301,8 +301,8 @@ def _connect_cost(m: dict[str, Any]) -> list[Block]:
              "(sslmode=verify-full) and without (sslmode=disable) interleaved, before the load. "
              "A client that connects per request pays this every time; a pooled app server "
              "pays it once."),
-        Table(["endpoint", "TLS", "n", "connect p50", "connect p95", "invocation p50",
-               "invocation p95", "note"], rows,
+        Table(["endpoint", "TLS", "n", "connect p50 (ms)", "connect p95 (ms)",
+               "invocation p50 (ms)", "invocation p95 (ms)", "note"], rows,
               numeric=[False, False, True, True, True, True, True, False]),
     ]
 
