@@ -108,9 +108,11 @@ _PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
         ("connection_lost", r"server conn crashed"),
         ("connection_lost", r"SSL SYSCALL error"),
         ("connection_lost", r"SSL connection has been closed unexpectedly"),
-        # PgBouncer dropping a client itself (08P01): KILL_CLIENT / KILL, and an idle client
-        # past client_idle_timeout. Supavisor's {:shutdown, :client_termination} is the same.
+        # PgBouncer dropping a client itself (08P01): KILL_CLIENT ("admin forced disconnect"),
+        # KILL db ("database removed"), and an idle client past client_idle_timeout.
+        # Supavisor's {:shutdown, :client_termination} is the same.
         ("connection_lost", r"admin forced disconnect"),
+        ("connection_lost", r"database removed"),
         ("connection_lost", r"client_idle_timeout"),
         # Could not connect at all.
         ("connection_refused", r"connection refused"),
