@@ -237,6 +237,7 @@ class Group:
     peak_clients: int | None = None
     peak_waiting: int | None = None
     peak_wait_s: float | None = None  # the longest a pooler client waited (maxwait)
+    faults: list[Any] = field(default_factory=list)  # lab.faults.measure.FaultImpact
 
     @property
     def key(self) -> Key:
@@ -548,7 +549,11 @@ def analyze(run_dir: Path | str) -> RunAnalysis:
         if isinstance(manifest.get("load"), dict) else None
     duration = float(duration) if isinstance(duration, int | float) and duration > 0 else None
     # no reference to the table is kept here: _groups drops it once it has the arrays it needs
-    groups, error_samples = _groups(read_requests(run_dir), segments, connections, duration)
+    from lab.faults import measure as faultmeasure
+
+    events = faultmeasure.read_events(run_dir)
+    groups, error_samples = _groups(read_requests(run_dir), segments, connections, duration,
+                                    events)
     pa.default_memory_pool().release_unused()
     limits = _limits(manifest, connections)
     outages = sorted({o for g in groups for o in g.outages}, key=lambda o: (o.t0, o.start_s,
@@ -740,7 +745,8 @@ def _classes(errc: np.ndarray, err_names: list[str], ok: np.ndarray, sqls: np.nd
 
 
 def _groups(table: pa.Table, segments: list[_Segment], connections: Mapping[str, Series],
-            duration: float | None) -> tuple[list[Group], list[ErrorSample]]:
+            duration: float | None, fault_events: Mapping[str, list[Any]] | None = None
+            ) -> tuple[list[Group], list[ErrorSample]]:
     table = table.unify_dictionaries()
     scen, scen_names = _codes(table.column("scenario"))
     phase, phase_names = _codes(table.column("phase"))
@@ -857,6 +863,10 @@ def _groups(table: pa.Table, segments: list[_Segment], connections: Mapping[str,
         group.ci = _intervals(group, spans, span_of_row, bins, low, nbins, g_ok,
                               not_started_rows, total[idx], extra)
         _peaks(group, connections)
+        if fault_events:
+            group.faults = _fault_impacts(group, fault_events, connections, g_rep, g_intended,
+                                          g_ends, g_ok, not_started_rows, g_cls, class_names,
+                                          total[idx])
         groups.append(group)
         error_samples += _error_samples(key, failed, g_cls, class_names, sqls[idx], sql_names,
                                         msgs[idx], msg_names)
@@ -869,6 +879,44 @@ def _groups(table: pa.Table, segments: list[_Segment], connections: Mapping[str,
                                first_seen[(g.scenario, g.phase)], g.phase,
                                _endpoint_rank(g.endpoint)))
     return groups, error_samples
+
+
+def _fault_impacts(group: Group, events: Mapping[str, list[Any]],
+                   connections: Mapping[str, Series], rep: np.ndarray, intended: np.ndarray,
+                   ends: np.ndarray, ok: np.ndarray, not_started: np.ndarray, cls: np.ndarray,
+                   class_names: Sequence[str], total_ms: np.ndarray) -> list[Any]:
+    """What each injected fault of the group's segments did to its requests (lab.faults)."""
+    from lab.faults import measure
+
+    postgres = connections.get("postgres")
+    backends = _series_trace(postgres, "backends")
+    bouncer = connections.get(group.endpoint)
+    clients = (_series_trace(bouncer, "clients") if bouncer is not None
+               and bouncer.kind == "pgbouncer" else
+               _series_trace(postgres, "direct") if group.endpoint == "direct" else None)
+    result = []
+    for span in group.spans:
+        names = [f"{group.scenario}.{group.endpoint}.r{span.repeat}"]
+        if span.repeat == 1:
+            names.append(f"{group.scenario}.{group.endpoint}")
+        windows = next((events[n] for n in names if n in events), [])
+        if not windows:
+            continue
+        mine = rep == span.repeat
+        rows = measure.Rows(intended=intended[mine], ends=ends[mine], ok=ok[mine],
+                            not_started=not_started[mine], classes=cls[mine],
+                            class_names=class_names, total_ms=total_ms[mine])
+        for window in windows:
+            result.append(measure.impact(window, rows, span.repeat, span.load_start,
+                                         span.end, backends, clients))
+    return result
+
+
+def _series_trace(series: Series | None, name: str) -> tuple[np.ndarray, np.ndarray] | None:
+    if series is None or name not in series.values:
+        return None
+    values = np.where(series.ok, series.values[name], np.nan)
+    return series.t, values
 
 
 def _spans(scenario: str, endpoint: str, rep: np.ndarray, intended: np.ndarray,
@@ -1807,6 +1855,7 @@ def to_json(analysis: RunAnalysis) -> dict[str, Any]:
             "latency_ms": {p: g.estimate(p).to_json() for p in ("p50", "p95", "p99")},
             "peak_backends": g.peak_backends, "peak_auth_backends": g.peak_auth_backends,
             "peak_waiting": g.peak_waiting,
+            "faults": [f.to_json() for f in g.faults],
         })
     return {
         "run_id": analysis.run_id,

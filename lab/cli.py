@@ -45,6 +45,22 @@ def json_option(f):
     return click.option("--json", "as_json", is_flag=True, help="Print JSON for machines.")(f)
 
 
+def fault_option(f):
+    return click.option(
+        "--fault", "faults", multiple=True, metavar="AT:TARGET:ACTION[:DURATION]",
+        help="Inject a fault into every segment, AT after its load starts (repeatable), e.g. "
+             "20s:pooler:restart, 15s:db:pause:5s, 10s:transaction:reconnect. Targets db, "
+             "pooler, dedicated: kill, stop, restart, pause, disconnect, fast-restart (db); "
+             "session, transaction, dedicated: reconnect, pool-pause, reload, kill-clients. "
+             "Default: the scenario's FAULTS.")(f)
+
+
+def _faults(texts) -> tuple:
+    from lab.faults import parse_faults
+
+    return tuple(parse_faults(texts)) if texts else ()
+
+
 def show_password_option(f):
     return click.option("--show-password", is_flag=True,
                         help="Print the real password instead of [YOUR-PASSWORD].")(f)
@@ -458,9 +474,10 @@ def _show_live(printer):
 @click.option("--connect-cost", is_flag=True,
               help="Before the load, measure connect + SELECT 1 + close with and without TLS "
                    "on each endpoint (a table in the report).")
+@fault_option
 @name_option
 def run(scenario, endpoints, target, duration, users, spawn_rate, workers, seed, cooldown,
-        repeat, sslmode, params, reports_dir, ui, web_port, connect_cost, name):
+        repeat, sslmode, params, reports_dir, ui, web_port, connect_cost, faults, name):
     """Run SCENARIO (a name from `lab scenarios` or a locustfile) against endpoints.
 
     Writes reports/<run-id>/ (raw samples, connection counts, Locust CSV, manifest) and prints
@@ -476,7 +493,7 @@ def run(scenario, endpoints, target, duration, users, spawn_rate, workers, seed,
         workers=workers, params=_params(params), seed=seed,
         cooldown_s=runmod.parse_span(cooldown), repeat=repeat,
         target=target, ui=ui, web_port=web_port, lab_name=name, reports_dir=reports_dir,
-        sslmode=sslmode, connect_cost=connect_cost,
+        sslmode=sslmode, connect_cost=connect_cost, faults=_faults(faults),
     )
     spec.check()
     if ui:
@@ -614,9 +631,10 @@ def report(run_dir, compare_dir, as_json):
                    "it stays so afterwards.")
 @click.option("--sslmode", type=click.Choice(SSLMODES),
               help="The clients' sslmode (default verify-full with the lab's CA).")
+@fault_option
 @name_option
 def bench(quick, duration, cooldown, seed, workers, repeat, reports_dir, network, sslmode,
-          name):
+          faults, name):
     """The headline comparison: serverless bursts and persistent servers on all four endpoints.
 
     One run directory and one report; prints the report's path as the last line.
@@ -630,7 +648,8 @@ def bench(quick, duration, cooldown, seed, workers, repeat, reports_dir, network
             quick, duration_s=runmod.parse_duration(duration) if duration else None,
             cooldown_s=runmod.parse_span(cooldown) if cooldown is not None else None,
             seed=seed, workers=workers, repeat=repeat, lab_name=name, reports_dir=reports_dir,
-            network=network, sslmode=sslmode, progress=_show_live(printer), log=_progress)
+            network=network, sslmode=sslmode, faults=_faults(faults),
+            progress=_show_live(printer), log=_progress)
     finally:
         printer.done()
     term.info(f"{_outcome(result)} in {result.run_dir}")

@@ -88,6 +88,7 @@ COMPARE_PERCENTILES = (("p50", 1.6), ("p99", 3.4))
 PERCENTILE_MARKERS = {"p50": "o", "p95": "s", "p99": "^"}
 SPIKE_COLOR = "#9E9E9E"
 OUTAGE_FACE, OUTAGE_EDGE = "#FFCDD2", "#C62828"
+FAULT_FACE, FAULT_EDGE = "#E1BEE7", "#6A1B9A"  # an injected fault (lab run --fault)
 OTHER_ALPHA = 0.45  # the --compare run
 OTHER_DASH = (0, (4, 2))
 STYLE = {
@@ -443,8 +444,38 @@ def _mark_outages(ax, group: Group, *, faint: bool = False, run: str = "",
                      "edgecolor": OUTAGE_EDGE, "alpha": 0.9, "linewidth": 0.8})
 
 
+def _mark_faults(ax, group: Group, *, fontsize: float = 12, wrap: int = 22) -> None:
+    """Injected faults of the group's first repeat: a violet band from the inject to the end
+    of its recover, edged at both ends, named at the top of the panel."""
+    for f in group.faults:
+        if f.repeat != 1:
+            continue
+        start, end = f.begin - group.t0, max(f.end, f.begin + 0.05) - group.t0
+        ax.axvspan(start, end, facecolor=FAULT_FACE, alpha=0.45, linewidth=0, zorder=0.4)
+        for x in (start, end):
+            ax.axvline(x, color=FAULT_EDGE, linewidth=1.4, linestyle=(0, (4, 2)), zorder=0.6)
+        coords = ("data", "axes fraction")
+        words = textwrap.fill(f"fault: {f.description}", wrap, break_long_words=False)
+        _later(ax, words, [(start, 0.98, coords, 4, -4, "left", "top"),
+                           (start, 0.98, coords, -4, -4, "right", "top"),
+                           (end, 0.98, coords, 4, -4, "left", "top"),
+                           (start, 0.55, coords, 4, 0, "left", "center")],
+               priority=1, fontsize=fontsize, color=FAULT_EDGE, fontweight="bold", zorder=6,
+               bbox={"boxstyle": "round,pad=0.25", "facecolor": "white",
+                     "edgecolor": FAULT_EDGE, "alpha": 0.9, "linewidth": 0.8})
+
+
+def _fault_handle(ctx: _Context) -> list:
+    if any(g.faults for g in ctx.groups):
+        return [Patch(facecolor=FAULT_FACE, edgecolor=FAULT_EDGE, linestyle="--",
+                      label="injected fault (lab run --fault)")]
+    return []
+
+
 def _mark_run_outages(ax, ctx: _Context, g: Group, **style) -> None:
-    """The outages of run A's group, and (fainter, named "B: ...") those of run B's."""
+    """The outages of run A's group, and (fainter, named "B: ...") those of run B's; and the
+    faults injected into A."""
+    _mark_faults(ax, g, fontsize=style.get("fontsize", 12), wrap=min(style.get("wrap", 22), 16))
     _mark_outages(ax, g, **style)
     other = ctx.other(g)
     if other is not None:
@@ -784,7 +815,7 @@ def _latency_over_time(ctx: _Context, title: str) -> Figure:
     if drawn_any and any(_holds(ctx, g) for g in groups):
         handles.append(Line2D([], [], color=HOLD_COLOR, linestyle=(0, (1, 2)), linewidth=1.6,
                               label="client-side work (hold_ms)"))
-    handles += _spike_handle(groups) + _outage_handle(ctx) + _run_handles(ctx)
+    handles += _spike_handle(groups) + _outage_handle(ctx) + _fault_handle(ctx) + _run_handles(ctx)
     return _finish(fig, layout, title, handles)
 
 
@@ -965,6 +996,7 @@ def _connections(ctx: _Context, title: str) -> Figure:
                      f"count, {cut:,.0f}, is above it.")
     _xlabel(axes, ncols, "seconds since the segment started")
     items = list(handles.values()) + _spike_handle(groups) + _outage_handle(ctx)
+    items += _fault_handle(ctx)
     items += _run_handles(ctx, "; backends and clients only")
     return _finish(fig, layout, title, items, notes)
 
@@ -1060,7 +1092,7 @@ def _throughput_errors(ctx: _Context, title: str) -> Figure:
     if ctx.compare is not None:
         handles.append(Line2D([], [], color="#333333", alpha=OTHER_ALPHA, linestyle=OTHER_DASH,
                               label="B: failed + not started"))
-    handles += _spike_handle(groups) + _outage_handle(ctx) + _run_handles(ctx)
+    handles += _spike_handle(groups) + _outage_handle(ctx) + _fault_handle(ctx) + _run_handles(ctx)
     return _finish(fig, layout, title, handles)
 
 

@@ -233,6 +233,7 @@ def document(a: RunAnalysis, figures: Sequence[plots.FigureFile],
                            kind="warning"))
     blocks += _says(a, figures)
     blocks += _summary(a)
+    blocks += _fault_table(a)
     blocks += _connect_cost(m)
     if comparison is not None:
         blocks += _changes(comparison)
@@ -347,7 +348,91 @@ def _says(a: RunAnalysis, figures: Sequence[plots.FigureFile] = ()) -> list[Bloc
     for scenario, f in headlines.items():  # a scenario without a recommendation
         if scenario not in shown:
             blocks += [Heading(3, scenario), Image(f)]
+    if any(g.faults for g in a.groups):
+        blocks += [Heading(3, "Under the injected faults"), Bullets(fault_sentences(a)),
+                   Para(FAULT_READING, kind="note")]
     return blocks
+
+
+FAULT_READING = (
+    "A serverless function opens a connection per invocation: while its endpoint is gone every "
+    "invocation fails (connection_refused), and the first one after it is back succeeds; it "
+    "never has to recover, but it retries nothing either. An app server's pool loses the "
+    "connections it held (connection_lost for the requests in flight) and reconnects by itself "
+    "with a backoff, so it comes back a little after the pooler does, without anyone redeploying "
+    "it. A frozen host (pause) or a paused pool (pool-pause) fails nothing: requests wait, "
+    "and their latency shows the fault.")
+
+
+def _classes_text(counts: dict[str, int]) -> str:
+    return ", ".join(f"{n:,} {cls}" for cls, n in counts.items())
+
+
+def fault_sentences(a: RunAnalysis) -> list[str]:
+    """One sentence per fault and group: what failed, and when it was whole again."""
+    result = []
+    for g in a.groups:
+        label = _group_label(g, a.groups_of(g.scenario))
+        for f in g.faults:
+            where = f"{f.description} at {f.at_s:.1f} s" + (
+                f" (repeat {f.repeat})" if a.repeats > 1 else "")
+            if not f.injected:
+                result.append(f"{g.scenario}, {label}: {where} could not be injected "
+                              f"({scrub(f.answer)}).")
+                continue
+            if not f.failed and not f.not_started:
+                slower = ""
+                if f.recovered_s is not None and f.recovered_s >= 1.0:
+                    slower = f"; its latency was back to normal {f.recovered_s:.1f} s after"
+                result.append(f"{g.scenario}, {label}: {where}: nothing failed{slower}.")
+                continue
+            parts = []
+            if f.failed_during:
+                parts.append(f"{_classes_text(f.failed_during)} while it lasted")
+            if f.failed_after:
+                parts.append(f"{_classes_text(f.failed_after)} after it")
+            if f.not_started:
+                parts.append(f"{f.not_started:,} arrivals never started")
+            back = (f"whole again {f.recovered_s:.1f} s after it began"
+                    if f.recovered_s is not None else "not whole again before the segment ended")
+            result.append(f"{g.scenario}, {label}: {where}: {'; '.join(parts)}; {back}.")
+    return result
+
+
+def _triple(values: tuple[float | None, float | None, float | None]) -> str:
+    return " / ".join("-" if v is None else f"{v:.0f}" for v in values)
+
+
+def _seconds(value: float | None) -> str:
+    return "never" if value is None else f"{value:.1f} s"
+
+
+def _fault_table(a: RunAnalysis) -> list[Block]:
+    rows = []
+    for g in a.groups:
+        label = _group_label(g, a.groups_of(g.scenario))
+        for f in g.faults:
+            rows.append([scrub(f.fault), f"{g.scenario}: {label}", f"{f.in_effect_s:.1f} s",
+                         _classes_text(f.failed_during) or "0",
+                         _classes_text(f.failed_after) or "0", fmt_int(f.not_started),
+                         _seconds(f.first_success_s), _seconds(f.recovered_s),
+                         fmt_ms(f.pre_p95_ms), _triple(f.backends), _triple(f.clients)])
+    if not rows:
+        return []
+    return [
+        Heading(2, "Faults", "faults"),
+        Para("Each fault was injected into every segment at the same time after its load "
+             "started (faults.jsonl has what the engine answered). Failed during: requests it "
+             "broke or refused while in effect; after: due once it had ended. First success: "
+             "when the first request due from the fault on succeeded; whole again: the first "
+             "moment from which a second passed without a failure and with the p95 within 20% "
+             "of the 10 s before the fault (both from the fault's start). Backends and clients: "
+             "before (median of the 5 s before) / during (peak) / after (median)."),
+        Table(["fault", "segment", "in effect", "failed during", "failed after", "not started",
+               "first success", "whole again", "p95 before (ms)", "backends b/d/a",
+               "clients b/d/a"], rows,
+              numeric=[False, False, True, False, False, True, True, True, True, False, False]),
+    ]
 
 
 SUMMARY_LATENCY = ["total p50 (95% CI)", "total p95 (95% CI)", "total p99 (95% CI)",

@@ -6,6 +6,7 @@ docstring line is its description, and two optional literals describe it:
 
     PARAMS = {"spike_rate": {"default": 300.0, "help": "invocations/s during a spike"}, ...}
     DEFAULT_USERS = 150
+    FAULTS = ["10s:pooler:restart"]   # lab run's --fault when none is given (lab.faults)
 
 They are read with ``ast`` and never imported: importing a locustfile imports Locust, whose
 gevent patching must stay out of the orchestrator process. ``-P`` values are coerced to the
@@ -66,6 +67,7 @@ class Scenario:
     default_users: int = FALLBACK_USERS
     builtin: bool = False
     declares_params: bool = True  # False: a locustfile without PARAMS (values pass as strings)
+    faults: tuple[str, ...] = ()  # FAULTS: the run's faults unless --fault is given
 
     def coerce(self, raw: Mapping[str, Any]) -> dict[str, Any]:
         """Every parameter (defaults included), ``raw`` values coerced to the default's type."""
@@ -74,6 +76,7 @@ class Scenario:
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "file": str(self.path), "description": self.description,
                 "default_users": self.default_users, "builtin": self.builtin,
+                "faults": list(self.faults),
                 "params": {k: p.to_json() for k, p in self.params.items()}}
 
 
@@ -215,16 +218,24 @@ def load(path: Path, builtin: bool = False) -> Scenario:
                           fix=f"correct the Python syntax of {path}") from None
     doc = ast.get_docstring(tree) or ""
     description = doc.strip().splitlines()[0].strip() if doc.strip() else "(no description)"
-    literals = _module_literals(tree, path, ("PARAMS", "DEFAULT_USERS"))
+    literals = _module_literals(tree, path, ("PARAMS", "DEFAULT_USERS", "FAULTS"))
     declares = "PARAMS" in literals
     params = params_from_literal(literals["PARAMS"], str(path)) if declares else {}
     users = literals.get("DEFAULT_USERS", FALLBACK_USERS)
     if not isinstance(users, int) or isinstance(users, bool) or users < 1:
         raise ConfigError(f"{path}: DEFAULT_USERS must be a whole number >= 1, not {users!r}",
                           fix="DEFAULT_USERS = 10")
+    faults = literals.get("FAULTS", [])
+    if not isinstance(faults, list | tuple) or not all(isinstance(f, str) for f in faults):
+        raise ConfigError(f"{path}: FAULTS must be a list of AT:TARGET:ACTION[:DURATION] texts",
+                          fix='FAULTS = ["10s:pooler:restart"]')
+    if faults:
+        from lab.faults import parse_faults
+
+        parse_faults(faults)  # a bad default is the scenario's error, said before any run
     return Scenario(name=builtin_name(path), path=path, description=description,
                     params=params, default_users=users, builtin=builtin,
-                    declares_params=declares)
+                    declares_params=declares, faults=tuple(faults))
 
 
 def _module_literals(tree: ast.Module, path: Path, names: tuple[str, ...]) -> dict[str, Any]:

@@ -16,6 +16,8 @@ One module per part of a run, along its data flow:
 
 from __future__ import annotations
 
+import dataclasses
+
 from lab.run.bench import BENCH_SCENARIOS, bench
 from lab.run.live import Live
 from lab.run.manifest import reproduce_argv
@@ -43,6 +45,11 @@ def run(spec: RunSpec, progress: Progress | None = None, log: Log = print) -> Ru
     """Run the scenario against each endpoint in turn; return the run directory."""
     spec.check()
     leg = make_leg(spec.scenario, spec.params, spec.users, spec.spawn_rate)
+    if not spec.faults and leg.scenario.faults and not spec.target:
+        from lab.faults import parse_faults
+
+        spec = dataclasses.replace(spec, faults=tuple(parse_faults(leg.scenario.faults)))
+        spec.check()
     endpoints = ("target",) if spec.target else expand_endpoints(spec.endpoints)
     command = reproduce_argv(spec, leg.scenario, leg.params, endpoints, leg.users,
                              leg.spawn_rate)

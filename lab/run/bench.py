@@ -16,7 +16,7 @@ FULL_DURATION_S, FULL_COOLDOWN_S = 60.0, 10.0
 def bench(quick: bool = False, *, duration_s: float | None = None,
           cooldown_s: float | None = None, seed: int = 1, workers: int = 1, repeat: int = 1,
           lab_name: str = "default", reports_dir: Path = Path("reports"),
-          network: str | None = None, sslmode: str | None = None,
+          network: str | None = None, sslmode: str | None = None, faults: tuple = (),
           progress: Progress | None = None, log: Log = print) -> RunResult:
     """Both workloads against all four endpoints, ``repeat`` times interleaved. --quick keeps
     every segment short enough for one pass to take under three minutes (8 segments); the
@@ -29,7 +29,7 @@ def bench(quick: bool = False, *, duration_s: float | None = None,
     spec = RunSpec(scenario="bench", endpoints=ALL_ENDPOINTS, duration_s=duration,
                    cooldown_s=cooldown, seed=seed, workers=workers, lab_name=lab_name,
                    reports_dir=reports_dir, repeat=repeat, sslmode=sslmode,
-                   connect_cost=True)
+                   connect_cost=True, faults=faults)
     spec.check()
     if network is not None:
         from lab import stack
@@ -46,6 +46,8 @@ def bench(quick: bool = False, *, duration_s: float | None = None,
         command += ["--workers", str(workers)]
     if sslmode:
         command += ["--sslmode", sslmode]
+    for fault in faults:
+        command += ["--fault", fault.text]
     if lab_name != "default":
         command += ["--name", lab_name]
     return execute(spec, legs, ALL_ENDPOINTS, command, progress, log)

@@ -37,6 +37,7 @@ class Live:
     waiting: int | None = None
     unreachable: str | None = None  # e.g. "transaction pooler not answering for 2.1 s"
     noisy: str | None = None  # e.g. "load 3.4 on 2 cores"
+    fault: str | None = None  # the injected faults in effect, e.g. "pooler killed for 3 s"
     done: bool = False
 
     def line(self) -> str:
@@ -51,6 +52,8 @@ class Live:
         text = (f"{state} {self.rps:7.1f} req/s  p95 {p95}  errors {self.errors}  "
                 f"not started {self.not_started}  backends {_dash(self.backends)}  "
                 f"waiting {_dash(self.waiting)}")
+        if self.fault:
+            text += f"  !! FAULT: {self.fault}"
         if self.unreachable:
             text += f"  !! UNREACHABLE: {self.unreachable}"
         if self.noisy:

@@ -71,6 +71,7 @@ def new(spec: RunSpec, legs: list[Leg], endpoints: tuple[str, ...], targets: Tar
                  "repeat": spec.repeat, "ui": spec.ui},
         "lab": targets.lab,
         "endpoints": {name: targets.masked[name] for name in endpoints},
+        "faults": [f.to_json() for f in spec.faults],
         "segments": [],
         "components": _components(targets),
         "host": _host(),
@@ -99,6 +100,8 @@ def reproduce_argv(spec: RunSpec, scenario, params, endpoints, users, spawn_rate
         argv += ["--sslmode", spec.sslmode]
     if spec.connect_cost:
         argv.append("--connect-cost")
+    for fault in spec.faults:
+        argv += ["--fault", fault.text]
     for key, value in params.items():
         argv += ["-P", f"{key}={value}"]
     return argv

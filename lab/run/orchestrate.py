@@ -47,6 +47,7 @@ class _Run:
     live: Live
     progress: Progress | None
     log: Log
+    fault_ctx: Any = None  # lab.faults.actions.FaultContext, with --fault
 
 
 def execute(spec: RunSpec, legs: list[Leg], endpoints: tuple[str, ...], command: list[str],
@@ -73,6 +74,8 @@ def execute(spec: RunSpec, legs: list[Leg], endpoints: tuple[str, ...], command:
                                     out=run_dir / "connections.jsonl",
                                     interval=spec.sample_interval_s),
                  SampleWatcher(run_dir), Live(duration_s=spec.duration_s), progress, log)
+    if spec.faults:
+        state.fault_ctx = _fault_context(spec, targets)
     interrupted = False
     failure: RunError | None = None
     started = time.perf_counter()
@@ -98,6 +101,9 @@ def execute(spec: RunSpec, legs: list[Leg], endpoints: tuple[str, ...], command:
         interrupted = True
     finally:
         state.sampler.stop()
+        if state.fault_ctx is not None:
+            with contextlib.suppress(Exception):
+                state.fault_ctx.close()
         _finish(state, started, interrupted)
     if failure is not None:
         raise failure
@@ -125,6 +131,17 @@ def _measure_network(spec: RunSpec, targets: Targets, endpoints: tuple[str, ...]
         doc["connect_cost"] = probe.connect_cost(
             eps, password, endpoints,
             expected_rtt_ms=max(cfg.endpoint_rtt_ms(e) for e in endpoints))
+
+
+def _fault_context(spec: RunSpec, targets: Targets):
+    """What the fault injector acts on: the lab's containers and its poolers' consoles."""
+    from lab import config as cfgmod
+    from lab.faults import actions
+    from lab.state import LabState
+
+    cfg = cfgmod.from_dict(targets.lab or {})
+    eps = {n: ep for n, ep in targets.endpoints.items() if ep is not None}
+    return actions.context_for_lab(cfg, LabState(spec.lab_name), eps)
 
 
 def segment_name(scenario: str, endpoint: str, repeat: int, repeats: int) -> str:
@@ -183,20 +200,38 @@ def _run_child(run: _Run, leg: Leg, endpoint: str, repeat: int,
     args = child.argv(spec, leg.scenario.path, name, leg.users, leg.spawn_rate, run.run_dir)
     env = child.environment(spec, leg.scenario.name, leg.params, endpoint, run.targets.uris,
                             run.run_dir, repeat)
+    injector = None
+    if spec.faults:
+        from lab.faults.injector import Injector
+
+        injector = Injector(list(spec.faults), run.fault_ctx, run.run_dir / "faults.jsonl",
+                            name, log=run.log)
     proc = child.start(args, env, run.run_dir / "locust" / f"{name}.log", run.run_dir)
     began = time.time()
     interrupted = False
+    armed = False
     try:
         while proc.poll() is None:
-            time.sleep(1.0)
+            # until the faults are scheduled, look for the load's start more often
+            time.sleep(1.0 if injector is None or armed else 0.2)
             # the Locust test starts a second or two after the process: count from its start
-            t0 = live.test_started_at(run.run_dir, endpoint) or began
+            started_at = live.test_started_at(run.run_dir, endpoint)
+            t0 = started_at or began
+            if injector is not None and not armed and started_at is not None:
+                injector.start(started_at)  # every fault at load start + AT
+                armed = True
             state.elapsed_s = max(0.0, time.time() - t0)
+            state.fault = "; ".join(injector.active()) if injector is not None else None
             _tick(run, endpoint, name)
     except KeyboardInterrupt:
         interrupted = True
     finally:
         exit_code = child.stop_process_group(proc)
+        if injector is not None:
+            # whatever is still in effect is undone, so the next segment finds the lab whole
+            injector.stop()
+            run.manifest["segments"][-1]["faults"] = list(injector.events)
+            state.fault = None
     run.watcher.update(state)
     state.done = True
     if run.progress:

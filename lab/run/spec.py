@@ -52,6 +52,8 @@ class RunSpec:
     sslmode: str | None = None
     # Measure a connection's price with and without TLS before the load (lab.probe).
     connect_cost: bool = False
+    # lab.faults.FaultSpec: injected into every segment at the same time after its load start.
+    faults: tuple[Any, ...] = ()
 
     def check(self) -> None:
         """Refuse counts a run cannot use, with the flag that fixes them."""
@@ -75,6 +77,13 @@ class RunSpec:
             raise ConfigError("the duration is not positive", fix="use e.g. --duration 60s")
         if self.cooldown_s < 0:
             raise ConfigError("the cooldown is negative", fix="use e.g. --cooldown 5s or 0s")
+        if self.faults:
+            from lab.faults import check_within
+
+            if self.target:
+                raise ConfigError("--fault needs the lab (its containers and poolers), not a "
+                                  "--target URI", fix="leave out --fault, or run on the lab")
+            check_within(self.faults, self.duration_s)
 
 
 @dataclass(frozen=True)
