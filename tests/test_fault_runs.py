@@ -1,0 +1,100 @@
+"""Faults in a real run: injected on schedule into every segment, seen on the live line,
+measured per endpoint in the report; bad --fault input is one line; `lab status` names a
+service that is down and `lab up` brings it back."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import docker
+import pytest
+
+from tests.conftest import lab_cli
+
+pytestmark = pytest.mark.stack
+
+KILL_S = 3.0
+# psycopg_pool reconnects with a backoff (1 s, then longer, with jitter) after its connections
+# broke; the container's own start adds under a second here
+POOL_RECONNECT_S = 5.0
+
+
+@pytest.fixture(scope="module")
+def lab(lab_factory):
+    return lab_factory()
+
+
+def test_a_killed_pooler_is_measured_per_endpoint_and_workload(lab, tmp_path):
+    reports = tmp_path / "reports"
+    proc = lab.cli("run", "pooler-restart", "-e", "transaction", "-e", "direct",
+                   "--duration", "14s", "--cooldown", "0s",
+                   "--fault", f"5s:pooler:kill:{KILL_S:g}s",
+                   "--reports-dir", str(reports), timeout=300)
+    run_dir = Path(proc.stdout.strip().splitlines()[-1])
+    assert "!! FAULT: pooler killed for 3 s" in proc.stdout + proc.stderr
+    events = [json.loads(line) for line in (run_dir / "faults.jsonl").read_text().splitlines()]
+    assert [(e["segment"], e["phase"], e["ok"]) for e in events] == [
+        ("pooler-restart.transaction", "inject", True), ("pooler-restart.transaction", "recover",
+                                                         True),
+        ("pooler-restart.direct", "inject", True), ("pooler-restart.direct", "recover", True)]
+    for inject in events[::2]:
+        assert abs(inject["t"] - inject["planned_t"]) < 0.5
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["faults"][0]["text"] == "5s:pooler:kill:3s"
+    assert "--fault 5s:pooler:kill:3s" in manifest["reproduce"]
+    data = json.loads(lab_cli("report", str(run_dir), "--json", home=lab.home).stdout)
+    faults = {(s["endpoint"], s["phase"]): s["faults"] for s in data["segments"]}
+    for phase in ("serverless", "persistent"):
+        direct = faults[("direct", phase)][0]
+        assert not direct["failed_during"] and not direct["failed_after"], direct
+        hit = faults[("transaction", phase)][0]
+        assert sum(hit["failed_during"].values()) > 0, hit
+        assert set(hit["failed_during"]) <= {"connection_refused", "connection_lost"}, hit
+        # whole again no sooner than the pooler is back, and no later than a pool's reconnect
+        limit = KILL_S + POOL_RECONNECT_S
+        assert KILL_S <= hit["recovered_s"] <= limit, (phase, hit)
+        assert KILL_S <= hit["first_success_s"] <= limit, (phase, hit)
+        assert hit["backends"]["during"] == 0 and hit["backends"]["after"] >= 1
+    lab_cli("report", str(run_dir), home=lab.home)
+    report = (run_dir / "report.md").read_text()
+    assert "## Faults" in report and "### Under the injected faults" in report
+    assert "transaction (serverless): pooler killed for 3 s at 5.0 s:" in report
+    assert lab.status()["running"]  # the injector started the pooler again
+
+
+@pytest.mark.parametrize("fault, said", [
+    ("5s:pooler:explode", "unknown action 'explode'"),
+    ("50s:pooler:kill", "50"),
+    ("5s:dedicated:disconnect", "dedicated"),
+])
+def test_bad_faults_are_one_line_and_nothing_runs(lab, tmp_path, fault, said):
+    proc = lab.cli("run", "serverless-burst", "--duration", "10s", "--fault", fault,
+                   "--reports-dir", str(tmp_path), check=False)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and "fix:" in lines[0]
+    assert said in lines[0] and "Traceback" not in proc.stderr
+    assert not list(tmp_path.iterdir())  # nothing was written
+
+
+def test_status_names_the_service_that_is_down_and_up_brings_it_back(lab):
+    client = docker.from_env()
+    project = f"pooler-lab-{lab.name}"
+    pooler = client.containers.list(filters={"label": [f"com.docker.compose.project={project}",
+                                                       "com.docker.compose.service=pooler"]})[0]
+    pooler.stop(timeout=5)
+    try:
+        proc = lab.cli("status", check=False)
+        assert proc.returncode == 4, proc.stdout + proc.stderr
+        assert "pooler exited" in proc.stderr and "lab up" in proc.stderr
+        assert "not running" not in proc.stderr.replace("not every service is running", "")
+        assert "direct" in proc.stdout  # what still runs is still shown
+        data = lab.status()
+        assert data["down"] == {"pooler": "exited"} and not data["running"]
+        assert "error" in data["endpoints"]["transaction"]
+        assert data["postgres"]["ok"]
+    finally:
+        lab.cli("up")
+    assert lab.status()["running"]
+    assert lab.cli("status").returncode == 0
