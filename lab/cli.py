@@ -664,8 +664,17 @@ def bench(quick, duration, cooldown, seed, workers, repeat, reports_dir, network
 # -- entry point ---------------------------------------------------------------------------
 
 
+def _terminate(signum, frame) -> None:
+    # `kill`, `timeout` and CI send SIGTERM: stop like Ctrl-C, so a run keeps what it measured
+    # and stops its Locust processes instead of leaving them behind.
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI; the one place errors become messages and exit codes."""
+    import signal
+
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         cli.main(args=argv, prog_name="lab", standalone_mode=False)
     except LabError as exc:

@@ -186,6 +186,7 @@ class Sampler:
         self._threads: list[threading.Thread] = []
         self._fh = None
         self.latest: dict[str, dict[str, Any]] = {}
+        self.write_error: str | None = None  # why connections.jsonl could not be written
 
     def snapshot(self) -> dict[str, dict[str, Any]]:
         """One sample of every target, now (used by `lab status`)."""
@@ -223,7 +224,10 @@ class Sampler:
         with self._lock:
             self.latest[record["target"]] = record
             if self._fh is not None:
-                self._fh.write(json.dumps(record, separators=(",", ":")) + "\n")
+                try:
+                    self._fh.write(json.dumps(record, separators=(",", ":")) + "\n")
+                except OSError as exc:  # a full disk: keep sampling (the live line), say why
+                    self.write_error = self.write_error or (exc.strerror or str(exc))
         if self.on_record is not None:
             self.on_record(record)
 
@@ -233,7 +237,10 @@ class Sampler:
             thread.join(timeout=10)
         with self._lock:
             if self._fh is not None:
-                self._fh.close()
+                try:
+                    self._fh.close()  # flushes: may fail on a full disk too
+                except OSError as exc:
+                    self.write_error = self.write_error or (exc.strerror or str(exc))
                 self._fh = None
 
     def __enter__(self) -> Sampler:

@@ -34,7 +34,8 @@ def test_the_set_covers_every_pitfall_and_limit_of_the_brief():
         "listen-notify", "temp-table", "with-hold-cursor", "currval", "load-library",
         "startup-options", "idle-in-transaction", "max-client-conn", "max-connections",
         "session-exhaustion", "backend-budget", "tenant-not-found", "delayed-cancel",
-        "migrations", "dropped-connection", "idle-timeouts", "pg-dump", "tls",
+        "migrations", "dropped-connection", "idle-timeouts", "pg-dump", "tls", "pooler-restart",
+        "postgres-restart", "pool-pause",
     ]
 
 

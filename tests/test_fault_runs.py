@@ -98,3 +98,37 @@ def test_status_names_the_service_that_is_down_and_up_brings_it_back(lab):
         lab.cli("up")
     assert lab.status()["running"]
     assert lab.cli("status").returncode == 0
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A 64 kB file system for a run directory (needs root, as CI runs)."""
+    import os
+    import subprocess
+
+    mount = tmp_path / "tiny"
+    mount.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs",
+                                            str(mount)], capture_output=True).returncode:
+        pytest.skip("needs root to mount a small tmpfs")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+
+
+def test_a_full_disk_ends_the_run_in_one_line_and_leaves_no_process(lab, tiny_disk):
+    import subprocess
+
+    proc = lab.cli("run", "serverless-burst", "-e", "transaction", "-e", "direct",
+                   "--duration", "6s", "--cooldown", "0s", "--reports-dir", str(tiny_disk),
+                   check=False, timeout=240)
+    assert proc.returncode == 5, proc.stdout[-500:] + proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("error:") and "fix:" in last and "Traceback" not in proc.stderr
+    assert "No space left on device" in last or "is full" in last
+    run_dirs = list(tiny_disk.iterdir())
+    assert len(run_dirs) == 1 and (run_dirs[0] / "manifest.json").exists()
+    left = subprocess.run(["pgrep", "-f", str(tiny_disk)], capture_output=True, text=True)
+    assert left.stdout.strip() == "", "a Locust process outlived the run"
+    assert lab.status()["running"]

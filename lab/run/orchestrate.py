@@ -23,6 +23,11 @@ from lab.run.targets import Targets, reset_poolers, resolve_targets
 Progress = Callable[[Live], None]
 Log = Callable[[str], None]
 NOISY_LOAD_PER_CORE = 0.75  # a load average above this share of the cores before a segment
+# Locust stops its users within its --stop-timeout (10 s) after the run time; a child still
+# running this long after the segment's end is stuck (a full disk, a hung write): it is
+# stopped, and the run ends there with what it measured.
+STUCK_AFTER_S = 40.0
+MIN_FREE_BYTES = 2 << 20  # below this, the run directory's disk counts as full
 
 
 @dataclass(frozen=True)
@@ -99,12 +104,22 @@ def execute(spec: RunSpec, legs: list[Leg], endpoints: tuple[str, ...], command:
                 break
     except KeyboardInterrupt:
         interrupted = True
+    except OSError as exc:  # the run directory could not be written (a full disk, mostly)
+        failure = RunError(f"could not write {run_dir} ({exc.strerror or exc}); what was "
+                           "measured so far is kept there",
+                           fix="free some space, or give --reports-dir on another disk")
     finally:
         state.sampler.stop()
         if state.fault_ctx is not None:
             with contextlib.suppress(Exception):
                 state.fault_ctx.close()
-        _finish(state, started, interrupted)
+        try:
+            _finish(state, started, interrupted)
+        except OSError as exc:
+            failure = failure or RunError(
+                f"could not finish {run_dir} ({exc.strerror or exc}); the samples written "
+                "so far are kept there",
+                fix="free some space, then lab report it; or give --reports-dir on another disk")
     if failure is not None:
         raise failure
     requests, errors = state.watcher.totals()
@@ -174,16 +189,28 @@ def _segment(run: _Run, leg: Leg, endpoint: str, repeat: int) -> tuple[bool, Run
     run.live.noisy = _noisy_now(segment["noise"]["load_avg"], run.manifest)
     run.live.done = False
     before = run.watcher.requests
-    exit_code, interrupted = _run_child(run, leg, endpoint, repeat, name)
+    exit_code, interrupted, stuck = _run_child(run, leg, endpoint, repeat, name)
     log_path = run.run_dir / "locust" / f"{name}.log"
     segment["noise"]["locust_cpu_warnings"] = manifest.locust_cpu_warnings(log_path)
     segment.update(ended_at=manifest.iso(time.time()), locust_exit=exit_code,
                    interrupted=interrupted,
                    **_schedule_facts(run.run_dir, endpoint, name))
     failure = None
+    full = disk_full(run.run_dir)
+    if full:
+        segment["failed"] = full
+        failure = RunError(f"{full}; what was measured so far is in {run.run_dir}",
+                           fix="free some space, or give --reports-dir on another disk")
+    elif stuck:
+        said = manifest.redact(child.last_line(log_path), run.targets.secret_values)
+        segment["failed"] = f"Locust did not stop; stopped by the run: {said}"
+        failure = RunError(
+            f"Locust did not stop {STUCK_AFTER_S:.0f} s after the end of {name} and was "
+            f"stopped (its last line: {said}); measured so far: {run.run_dir}",
+            fix=f"read {log_path}")
     # Locust exits 1 for failed requests too; only "non-zero and not one sample" means it
     # never ran (its failed requests would have been recorded as error samples).
-    if not interrupted and exit_code != 0 and run.watcher.requests == before:
+    elif not interrupted and exit_code != 0 and run.watcher.requests == before:
         said = manifest.redact(child.last_line(log_path), run.targets.secret_values)
         segment["failed"] = said
         failure = RunError(
@@ -195,7 +222,7 @@ def _segment(run: _Run, leg: Leg, endpoint: str, repeat: int) -> tuple[bool, Run
 
 
 def _run_child(run: _Run, leg: Leg, endpoint: str, repeat: int,
-               name: str) -> tuple[int | None, bool]:
+               name: str) -> tuple[int | None, bool, bool]:
     spec, state = run.spec, run.live
     args = child.argv(spec, leg.scenario.path, name, leg.users, leg.spawn_rate, run.run_dir)
     env = child.environment(spec, leg.scenario.name, leg.params, endpoint, run.targets.uris,
@@ -208,10 +235,13 @@ def _run_child(run: _Run, leg: Leg, endpoint: str, repeat: int,
                             name, log=run.log)
     proc = child.start(args, env, run.run_dir / "locust" / f"{name}.log", run.run_dir)
     began = time.time()
-    interrupted = False
+    interrupted = stuck = False
     armed = False
     try:
         while proc.poll() is None:
+            if time.time() > began + spec.duration_s + STUCK_AFTER_S:
+                stuck = True
+                break
             # until the faults are scheduled, look for the load's start more often
             time.sleep(1.0 if injector is None or armed else 0.2)
             # the Locust test starts a second or two after the process: count from its start
@@ -236,7 +266,20 @@ def _run_child(run: _Run, leg: Leg, endpoint: str, repeat: int,
     state.done = True
     if run.progress:
         run.progress(state)
-    return exit_code, interrupted
+    return exit_code, interrupted, stuck
+
+
+def disk_full(run_dir: Path) -> str | None:
+    """'the disk holding DIR is full (1.2 MB left)', when it is, else None."""
+    import shutil
+
+    try:
+        free = shutil.disk_usage(run_dir).free
+    except OSError:
+        return None
+    if free >= MIN_FREE_BYTES:
+        return None
+    return f"the disk holding {run_dir} is full ({free / 2**20:.1f} MB left)"
 
 
 def _tick(run: _Run, endpoint: str, name: str) -> None:
