@@ -123,6 +123,9 @@ _PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
         ("connection_refused", r"could not translate host name"),
         ("connection_refused", r"failed to resolve host"),
         ("connection_refused", r"pgbouncer cannot connect to server"),
+        # PgBouncer refusing logins for server_login_retry after its server login failed
+        # (Postgres restarting); a tenant that does not exist is authentication (above).
+        ("connection_refused", r"server login has been failing"),
         ("connection_refused", r"client_login_timeout"),
         ("connection_refused", r"the database system is (starting up|shutting down|"
                                r"in recovery mode|not yet accepting connections)"),

@@ -193,3 +193,12 @@ def test_passwords_are_removed():
 def test_bad_pair():
     with pytest.raises(TypeError):
         classify(("a", "b", "c"))
+
+
+def test_pgbouncer_refusing_logins_after_a_failed_server_login():
+    refused = ("server login has been failing, cached error: connect failed "
+               "(server_login_retry)")
+    assert classify("08P01", refused)[0] == "connection_refused"
+    tenant = ("server login has been failing, cached error: Tenant or user not found "
+              "(server_login_retry)")
+    assert classify("08P01", tenant)[0] == "authentication"
