@@ -21,7 +21,7 @@ from lab.experiments import (
 from lab.faults import actions, parse_fault
 
 FAULT = "0s:db:fast-restart"
-POOL_SIZE = 2  # min_size = max_size
+POOL_SIZE = 1  # min_size = max_size: one backend each, so every lane fits a pool_size of 3
 CHECKOUTS = POOL_SIZE + 2  # at most this many checkouts until one works
 POOL_TIMEOUT_S = 10
 # psycopg_pool >= 3.2: a checkout runs an empty query first and replaces a broken connection.
@@ -72,10 +72,10 @@ class Pool:
                                    check=CHECK if self.checked else None,
                                    name=f"lab-restart-{lane.key}")
         self.pool.open(wait=True, timeout=POOL_TIMEOUT_S)
-        # Both connections used once (a session-mode client gets its server).
-        with self.pool.connection() as a, self.pool.connection() as b:
-            a.execute("select 1")
-            b.execute("select 1")
+        # Every pooled connection used once (a session-mode client gets its server).
+        with contextlib.ExitStack() as stack:
+            for _ in range(POOL_SIZE):
+                stack.enter_context(self.pool.connection()).execute("select 1")
 
     def observe(self) -> Observation:
         failures: list[str] = []

@@ -108,7 +108,7 @@ def segments(run_dir: Path) -> tuple[dict, list[dict]]:
 def test_every_built_in_scenario_has_an_accounting_test():
     """A new built-in scenario needs its case below (how its arrivals are scheduled)."""
     names = {s.name for s in scenarios.available()}
-    assert names == {"serverless-burst", "persistent-server", "mixed"}, names
+    assert names == {"serverless-burst", "persistent-server", "mixed", "pooler-restart"}, names
 
 
 # -- per scenario ------------------------------------------------------------------------------
@@ -286,3 +286,24 @@ def test_a_killed_pooler_is_connections_refused_and_lost_never_pool_size(lab, tm
     refused = [r for r in rows if r["error_class"] == "connection_refused"]
     assert any(r["message"].startswith("pool checkout timed out after 2 s") for r in refused)
     assert got["failed"] > 0
+
+
+def test_pooler_restart_accounts_for_both_workloads_through_the_restart(lab, tmp_path):
+    """Both workloads on the segment's endpoint while the shared pooler restarts: every
+    arrival still has an outcome, the ones the restart broke among the failed."""
+    raw = {"servers": "2", "rate_per_server": "20", "pool_size": "2", "base_rate": "10",
+           "hold_ms": "20"}
+    run_dir = lab_run(lab, tmp_path, "pooler-restart", "-e", "transaction",
+                      "--duration", f"{DURATION_S}s", "--users", "6",
+                      "--fault", "2s:pooler:restart", *pairs(raw))
+    _manifest, rows = segments(run_dir)
+    params = scenarios.resolve("pooler-restart").coerce(raw)
+    persistent = [r for r in rows if r["phase"] == "persistent"]
+    serverless = [r for r in rows if r["phase"] == "serverless"]
+    assert {r["endpoint"] for r in rows} == {"transaction"}
+    scheduled = servers_scheduled(params, run_dir, "pooler-restart", "transaction", 2,
+                                  DURATION_S)
+    assert_accounted(scheduled, persistent, "persistent")
+    got = assert_accounted(invocations_scheduled(params, DURATION_S), serverless, "serverless")
+    assert got["succeeded"] > 10, got
+    assert (run_dir / "faults.jsonl").exists()

@@ -9,7 +9,9 @@ segment, from its events in ``faults.jsonl`` (docs/formats.md):
 * failed during: failed requests that ended after the fault began and were due before it ended
   (held connections it broke, and arrivals it refused); failed after: due once it had ended;
   not started: arrivals due from the fault on that never started;
-* first success: the first successful request due from the fault on, when it ended;
+* first success: when the first successful request due from the fault's first failure on
+  ended (from the fault's start; with no failure, from the start itself: a request that slipped
+  through before the fault took effect is no recovery);
 * recovered: the first half-second window (by due time) from the fault on that begins a second
   without a failure, with a success, and with its p95 back within 20% (or 2 ms) of the p95 of
   the 10 s before the fault; None when that never happened before the segment ended;
@@ -178,7 +180,9 @@ def impact(window: FaultWindow, rows: Rows, repeat: int, load_start: float, segm
     pre_values = rows.total_ms[pre]
     pre_values = pre_values[np.isfinite(pre_values)]
     result.pre_p95_ms = float(np.percentile(pre_values, 95)) if len(pre_values) >= 5 else None
-    later_ok = rows.ok & (rows.intended >= begin)
+    hit = during & (rows.intended >= begin)
+    since = float(np.nanmin(rows.intended[hit])) if hit.any() else begin
+    later_ok = rows.ok & (rows.intended >= since)
     if later_ok.any():
         result.first_success_s = float(np.nanmin(rows.ends[later_ok])) - begin
     result.recovered_s = _recovered(rows, failed, begin, segment_end, result.pre_p95_ms)
