@@ -97,7 +97,7 @@ class LabState:
 
     def save_settings(self, cfg: cfgmod.LabConfig) -> None:
         self._ensure_dir()
-        _atomic_write(self.settings_path, json.dumps(cfg.to_dict(), indent=2) + "\n", 0o644)
+        atomic_write(self.settings_path, json.dumps(cfg.to_dict(), indent=2) + "\n", 0o644)
 
     # -- secrets --------------------------------------------------------------------------
     def secrets(self, create: bool = False) -> Secrets:
@@ -121,7 +121,7 @@ class LabState:
                              fix=f"lab up{name_flag(self.name)}")
         self._ensure_dir()
         made = Secrets.generate()
-        _atomic_write(path, json.dumps(made.__dict__, indent=2) + "\n", 0o600)
+        atomic_write(path, json.dumps(made.__dict__, indent=2) + "\n", 0o600)
         return made
 
     def write_config_files(self, files: dict[str, str]) -> None:
@@ -133,7 +133,7 @@ class LabState:
         for rel, text in files.items():
             target = base / rel
             target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            _atomic_write(target, text, 0o600)
+            atomic_write(target, text, 0o600)
 
     def _ensure_dir(self) -> None:
         self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -150,7 +150,8 @@ def name_flag(name: str) -> str:
     return "" if name == "default" else f" --name {name}"
 
 
-def _atomic_write(path: Path, text: str, mode: int) -> None:
+def atomic_write(path: Path, text: str, mode: int) -> None:
+    """Write a whole file with ``mode`` (temporary file, then rename): never half a file."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         os.fchmod(fd, mode)

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lab.errors import StackError
+from lab.state import atomic_write
 
 CA_NAME = "pooler-lab CA"
 KEY_BITS = 2048
@@ -73,8 +74,8 @@ def _ensure(directory: Path, names: Mapping[str, Sequence[str]]) -> TlsMaterial:
     made_ca = False
     if not (ca_crt.exists() and ca_key.exists()):
         cert, key = _make_ca()
-        _write(ca_key, key, 0o600)
-        _write(ca_crt, cert, 0o644)
+        atomic_write(ca_key, key, 0o600)
+        atomic_write(ca_crt, cert, 0o644)
         made_ca = True
     _tighten(ca_key)
     record_path = directory / "names.json"
@@ -89,12 +90,12 @@ def _ensure(directory: Path, names: Mapping[str, Sequence[str]]) -> TlsMaterial:
         stale = made_ca or record.get(host) != list(wanted)
         if stale or not (crt.exists() and key.exists()):
             cert_pem, key_pem = _make_server(host, list(wanted), ca_cert_pem, ca_key.read_text())
-            _write(key, key_pem, 0o600)
-            _write(crt, cert_pem, 0o644)
+            atomic_write(key, key_pem, 0o600)
+            atomic_write(crt, cert_pem, 0o644)
             record[host] = list(wanted)
         _tighten(key)
         certs[host] = (crt.read_text(), key.read_text())
-    _write(record_path, json.dumps(record, indent=2) + "\n", 0o644)
+    atomic_write(record_path, json.dumps(record, indent=2) + "\n", 0o644)
     return TlsMaterial(ca_cert=ca_cert_pem, ca_path=ca_crt, certs=certs)
 
 
@@ -202,19 +203,6 @@ def _key_pem(key) -> str:
 
     return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                              serialization.NoEncryption()).decode()
-
-
-def _write(path: Path, text: str, mode: int) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def _tighten(path: Path) -> None:

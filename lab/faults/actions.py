@@ -88,7 +88,9 @@ class FaultContext:
             if self._client is None:
                 import docker  # the SDK pulls in requests: only when a fault needs it
 
-                self._client = docker.from_env(timeout=self.docker_timeout)
+                # Two sockets at most: the injector acts one fault at a time; the SDK's
+                # default pool (10) let a long run's descriptors creep up to ten more.
+                self._client = docker.from_env(timeout=self.docker_timeout, max_pool_size=2)
             return self._client
 
     def container(self, service: str):
