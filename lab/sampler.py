@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lab import pg
+from lab import clock, pg
 from lab.config import LabConfig
 from lab.connect import EndpointInfo
 from lab.engine import ContainerInfo
@@ -123,7 +123,7 @@ class _TargetProbe:
     def sample(self) -> dict[str, Any]:
         t = self.target
         started = time.perf_counter()
-        record: dict[str, Any] = {"v": 1, "t": round(time.time(), 3), "target": t.name,
+        record: dict[str, Any] = {"v": 1, "t": round(clock.now(), 3), "target": t.name,
                                   "kind": t.kind}
         try:
             if self.conn is None or self.conn.closed:

@@ -93,7 +93,7 @@ from locust import User, constant, events, task  # noqa: E402
 from locust.exception import StopUser  # noqa: E402
 from locust.runners import MasterRunner  # noqa: E402
 
-from lab import samples, scenarios  # noqa: E402
+from lab import clock, samples, scenarios  # noqa: E402
 from lab import schedule as schedmod  # noqa: E402
 from lab.classify import classify, first_line  # noqa: E402
 
@@ -148,8 +148,9 @@ class _Process:
         self.params: dict[str, Any] | None = None  # set by params(PARAMS)
         self.environment = None
         # One wall-clock anchor; every stamp is anchor + a perf_counter difference.
-        self.anchor_wall = time.time()
+        # (the run's timebase: lab.clock, LAB_CLOCK_OFFSET from the orchestrator)
         self.anchor_perf = time.perf_counter()
+        self.anchor_wall = clock.offset() + self.anchor_perf
         self.writer: samples.ChunkWriter | None = None
         self.flusher = None
         self.write_lock = gevent.lock.Semaphore()
@@ -273,7 +274,7 @@ class _Process:
         if self.run_dir is None or self.is_master:
             return
         queued = self.not_started if final else self.queued()
-        data = {"t": time.time(), "queued": queued, "inflight": self.inflight}
+        data = {"t": clock.now(), "queued": queued, "inflight": self.inflight}
         if final:
             data["stopped"] = True
             self.live_final = True

@@ -36,6 +36,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from lab import clock
 from lab.faults.spec import FaultSpec
 
 PROJECT_LABEL = "com.docker.compose.project"
@@ -170,14 +171,14 @@ def _short(exc: BaseException, secrets: tuple[str, ...] = ()) -> str:
 
 
 def _run(fn: Callable[[], str], secrets: tuple[str, ...] = ()) -> dict[str, Any]:
-    t = time.time()
+    t = clock.now()
     try:
         answer = fn()
     except Exception as exc:  # engine, network, database: recorded, never raised
         return {"ok": False, "answer": "", "error": _short(exc, secrets), "t": round(t, 3),
-                "done_t": round(time.time(), 3)}
+                "done_t": round(clock.now(), 3)}
     return {"ok": True, "answer": answer, "error": None, "t": round(t, 3),
-            "done_t": round(time.time(), 3)}
+            "done_t": round(clock.now(), 3)}
 
 
 def inject(fault: FaultSpec, ctx: FaultContext) -> dict[str, Any]:

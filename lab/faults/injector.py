@@ -21,11 +21,11 @@ from __future__ import annotations
 import contextlib
 import json
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from lab import clock
 from lab.faults import actions
 from lab.faults.spec import FaultSpec, describe
 
@@ -75,7 +75,7 @@ class Injector:
             with self._state_lock:
                 outstanding = list(reversed(self._in_effect))
             for fault in outstanding:
-                self._do(fault, "recover", time.time())
+                self._do(fault, "recover", clock.now())
         finally:
             if acquired:
                 self._op_lock.release()
@@ -101,7 +101,7 @@ class Injector:
         assert self._t0 is not None
         for offset, phase, fault in self.schedule():
             planned = self._t0 + offset
-            if self._stop.wait(max(0.0, planned - time.time())):
+            if self._stop.wait(max(0.0, planned - clock.now())):
                 return
             with self._op_lock:
                 if self._stop.is_set():

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from lab import clock
 from lab.run.spec import RunSpec, mask_uri
 
 STOP_GRACE_S = 15  # how long Locust gets to stop its users and write its CSV
@@ -52,6 +53,7 @@ def environment(spec: RunSpec, scenario_name: str, params: dict[str, Any], endpo
         LAB_REPEAT=str(repeat),
         LAB_RUN_TIME=str(max(1, round(spec.duration_s))),
         PYTHONUNBUFFERED="1",
+        **clock.environment(),  # one timebase with the orchestrator (lab.clock)
     )
     return env
 

@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import contextlib
 import json
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lab import samples
+from lab import clock, samples
 from lab.errors import LabError
 
 NOT_STARTED = "not_started"
@@ -73,7 +72,7 @@ def merge_sampler(live: Live, latest: dict[str, dict[str, Any]], endpoint: str,
                   now: float | None = None) -> None:
     """Backends, waiting clients and reachability of ``endpoint`` from the sampler's newest
     records. A target is unreachable when its newest sample failed or is stale."""
-    now = time.time() if now is None else now
+    now = clock.now() if now is None else now
     pg = latest.get("postgres")
     live.backends = pg.get("total") if pg and pg.get("ok") else None
     bouncer = latest.get(endpoint)
@@ -139,7 +138,7 @@ class SampleWatcher:
 
     def update(self, live: Live) -> None:
         self._read_new()
-        now = time.time()
+        now = clock.now()
         self.recent = [r for r in self.recent if r[0] >= now - self.WINDOW_S - 2]
         window = [r for r in self.recent if r[0] >= now - self.WINDOW_S - 1]
         live.requests, live.errors = self.segment_requests, self.segment_errors

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lab import samples
+from lab import clock, samples
 from lab.errors import LabError, RunError
 from lab.run import child, live, manifest
 from lab.run.live import Live, SampleWatcher
@@ -84,7 +84,7 @@ def execute(spec: RunSpec, legs: list[Leg], endpoints: tuple[str, ...], command:
     interrupted = False
     failure: RunError | None = None
     started = time.perf_counter()
-    doc["started_at"] = manifest.iso(time.time())
+    doc["started_at"] = manifest.iso(clock.now())
     try:
         state.sampler.start()
         first = True
@@ -175,7 +175,7 @@ def _segment(run: _Run, leg: Leg, endpoint: str, repeat: int) -> tuple[bool, Run
     if spec.reset_poolers:
         segment["poolers_reset"] = reset_poolers(run.targets, run.log)
     segment["noise"] = {"load_avg": manifest.load_average()}
-    segment["started_at"] = manifest.iso(time.time())
+    segment["started_at"] = manifest.iso(clock.now())
     run.manifest["segments"].append(segment)
     manifest.write(run.run_dir, run.manifest)
     run.log(f"{leg.scenario.name} -> {endpoint}"
@@ -192,7 +192,7 @@ def _segment(run: _Run, leg: Leg, endpoint: str, repeat: int) -> tuple[bool, Run
     exit_code, interrupted, stuck = _run_child(run, leg, endpoint, repeat, name)
     log_path = run.run_dir / "locust" / f"{name}.log"
     segment["noise"]["locust_cpu_warnings"] = manifest.locust_cpu_warnings(log_path)
-    segment.update(ended_at=manifest.iso(time.time()), locust_exit=exit_code,
+    segment.update(ended_at=manifest.iso(clock.now()), locust_exit=exit_code,
                    interrupted=interrupted,
                    **_schedule_facts(run.run_dir, endpoint, name))
     failure = None
@@ -234,12 +234,12 @@ def _run_child(run: _Run, leg: Leg, endpoint: str, repeat: int,
         injector = Injector(list(spec.faults), run.fault_ctx, run.run_dir / "faults.jsonl",
                             name, log=run.log)
     proc = child.start(args, env, run.run_dir / "locust" / f"{name}.log", run.run_dir)
-    began = time.time()
+    began = clock.now()
     interrupted = stuck = False
     armed = False
     try:
         while proc.poll() is None:
-            if time.time() > began + spec.duration_s + STUCK_AFTER_S:
+            if clock.now() > began + spec.duration_s + STUCK_AFTER_S:
                 stuck = True
                 break
             # until the faults are scheduled, look for the load's start more often
@@ -250,7 +250,7 @@ def _run_child(run: _Run, leg: Leg, endpoint: str, repeat: int,
             if injector is not None and not armed and started_at is not None:
                 injector.start(started_at)  # every fault at load start + AT
                 armed = True
-            state.elapsed_s = max(0.0, time.time() - t0)
+            state.elapsed_s = max(0.0, clock.now() - t0)
             state.fault = "; ".join(injector.active()) if injector is not None else None
             _tick(run, endpoint, name)
     except KeyboardInterrupt:
@@ -356,7 +356,7 @@ def _finish(run: _Run, started: float, interrupted: bool) -> None:
     noise["load_avg_end"] = end["load_avg"]
     noise["locust_cpu_warnings"] = sum(
         (s.get("noise") or {}).get("locust_cpu_warnings", 0) for s in doc["segments"])
-    doc["ended_at"] = manifest.iso(time.time())
+    doc["ended_at"] = manifest.iso(clock.now())
     doc["duration_s"] = round(time.perf_counter() - started, 3)
     doc["interrupted"] = interrupted
     doc["reproduce"] = manifest.reproduce_text(doc)
