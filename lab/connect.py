@@ -64,6 +64,12 @@ class EndpointInfo:
         params.update(self.tls_params(sslmode))
         return params
 
+    def address(self, bench: bool = False, monitor: bool = False,
+                sslmode: str | None = None) -> tuple[str, int, dict[str, object]]:
+        """``conn_params`` split: (host, port, the rest: hostaddr and TLS)."""
+        params = self.conn_params(bench=bench, monitor=monitor, sslmode=sslmode)
+        return str(params.pop("host")), int(params.pop("port")), params  # type: ignore
+
     def uri(self, password: str | None = None, bench: bool = False,
             sslmode: str | None = None) -> str:
         params = self.conn_params(bench=bench, sslmode=sslmode)

@@ -86,8 +86,7 @@ def round_trips(cfg: LabConfig, eps: Mapping[str, EndpointInfo], password: str,
         result["endpoints"][name] = entry
     console = None
     if "transaction" in eps:
-        params = eps["transaction"].conn_params(bench=True)
-        host, port = str(params.pop("host")), int(params.pop("port"))  # type: ignore
+        host, port, params = eps["transaction"].address(bench=True)
         try:
             with pg.admin_connect(host, port, ADMIN_USER, admin_password, timeout=10,
                                   **params) as conn:

@@ -69,18 +69,12 @@ class Target:
     tls: dict[str, object] = field(default_factory=dict)
 
 
-def _monitor(ep: EndpointInfo) -> tuple[str, int, dict[str, object]]:
-    params = ep.conn_params(monitor=True)
-    host, port = str(params.pop("host")), int(params.pop("port"))  # type: ignore[call-overload]
-    return host, port, params
-
-
 def lab_targets(cfg: LabConfig, eps: dict[str, EndpointInfo]) -> list[Target]:
-    host, port, tls = _monitor(eps["direct"])
+    host, port, tls = eps["direct"].address(monitor=True)
     targets = [Target("postgres", "postgres", host, port, "postgres",
                       limits={"max_connections": cfg.max_connections}, tls=tls)]
     for name in ("dedicated", "session", "transaction"):
-        host, port, tls = _monitor(eps[name])
+        host, port, tls = eps[name].address(monitor=True)
         targets.append(Target(name, "pgbouncer", host, port, ADMIN_USER,
                               limits={"pool_size": cfg.pool_size,
                                       "max_client_conn": cfg.max_client_conn}, tls=tls))

@@ -89,8 +89,7 @@ class Context:
         conn = self._admins.get(endpoint)
         if conn is None or conn.closed:
             ep = self.eps[endpoint]
-            params = ep.conn_params(bench=True)
-            host, port = str(params.pop("host")), int(params.pop("port"))
+            host, port, params = ep.address(bench=True)
             conn = pg.admin_connect(host, port, ADMIN_USER, self.admin_password,
                                     timeout=CONNECT_TIMEOUT_S, **params)
             self._admins[endpoint] = conn
@@ -221,6 +220,15 @@ def server_message(exc: BaseException) -> str:
     text = str(exc)
     match = re.search(r"(?:FATAL|ERROR):\s+(.+)", text)
     return (match.group(1) if match else first_line(exc)).strip()
+
+
+def classified(exc: BaseException) -> str:
+    """'<error class>: <message>' (lab.classify), without libpq's "consuming input failed: "
+    prefix: an outcome that names what a client saw."""
+    from lab.classify import classify
+
+    cls, _, message = classify(exc)
+    return f"{cls}: {message.removeprefix('consuming input failed: ')}"
 
 
 def describe_error(exc: BaseException) -> str:

@@ -144,8 +144,7 @@ def context_for_lab(cfg, state, eps) -> FaultContext:
     password = state.secrets().admin_password
     consoles = {}
     for name in ("session", "transaction", "dedicated"):
-        params = dict(eps[name].conn_params(monitor=True))
-        host, port = str(params.pop("host")), int(params.pop("port"))
+        host, port, params = eps[name].address(monitor=True)
         consoles[name] = AdminConsole(
             host=host, port=port, user=ADMIN_USER, password=password,
             database=eps[name].database, tls=params,
