@@ -1,13 +1,13 @@
 """A connection dropped in the middle of a transaction: what psycopg reports, and its class."""
 
 from lab import pg
-from lab.classify import classify
 from lab.experiments import (
     ALL4,
     Context,
     Experiment,
     Lane,
     Observation,
+    classified,
     endpoint_lanes,
     first_line,
     pid,
@@ -18,10 +18,6 @@ LOST_BACKEND = "connection_lost: terminating connection due to administrator com
 KILLED = "connection_lost: admin forced disconnect"
 
 
-def outcome(exc: BaseException) -> str:
-    cls, _, message = classify(exc)
-    text = message.removeprefix("consuming input failed: ")
-    return f"{cls}: {text}"
 
 
 def client_id(ctx: Context, endpoint: str, app: str) -> str:
@@ -49,7 +45,7 @@ def run(ctx: Context) -> dict[str, Observation]:
             conn.execute("select 1")
             result[lane.key] = Observation("no error", f"{how}; the next query worked")
         except pg.Error as exc:
-            result[lane.key] = Observation(outcome(exc), f"{how}; psycopg raised "
+            result[lane.key] = Observation(classified(exc), f"{how}; psycopg raised "
                                            f"{type(exc).__name__}: {first_line(exc)}; "
                                            f"conn.closed = {conn.closed}")
         ctx.close_all()

@@ -7,13 +7,13 @@ import logging
 from psycopg_pool import ConnectionPool
 
 from lab import pg
-from lab.classify import classify
 from lab.experiments import (
     ALL4,
     Context,
     Experiment,
     Lane,
     Observation,
+    classified,
     endpoint_lanes,
     first_line,
     pid,
@@ -32,9 +32,6 @@ POOL_BROKEN = "hands out broken connections (connection_lost), then works"
 POOL_WORKS = "works"
 
 
-def outcome(exc: BaseException) -> str:
-    cls, _, message = classify(exc)
-    return f"{cls}: {message.removeprefix('consuming input failed: ')}"
 
 
 class Held:
@@ -51,7 +48,7 @@ class Held:
         try:
             after = pid(self.conn)
         except pg.Error as exc:
-            return Observation(outcome(exc), f"{what}backend {self.before}; the next query: "
+            return Observation(classified(exc), f"{what}backend {self.before}; the next query: "
                                              f"{type(exc).__name__}: {first_line(exc)}; "
                                              f"conn.closed = {self.conn.closed}")
         return Observation(NEW_BACKEND if after != self.before else "works, same backend",
@@ -84,7 +81,7 @@ class Pool:
                 with self.pool.connection() as conn:
                     conn.execute("select 1")
             except pg.Error as exc:
-                failures.append(outcome(exc))
+                failures.append(classified(exc))
                 continue
             how = "without check"
             if self.checked:

@@ -4,8 +4,15 @@ import threading
 import time
 
 from lab import pg
-from lab.classify import classify
-from lab.experiments import Context, Experiment, Lane, Observation, endpoint_lanes, first_line
+from lab.experiments import (
+    Context,
+    Experiment,
+    Lane,
+    Observation,
+    classified,
+    endpoint_lanes,
+    first_line,
+)
 from lab.faults import actions, parse_fault
 
 PAUSE_S = 1.5  # how long every pooler stays paused
@@ -18,9 +25,6 @@ QUERY_WAITS = "connects at once, first query waits for RESUME, then succeeds, no
 UNAFFECTED = "unaffected, no error"
 
 
-def outcome(exc: BaseException) -> str:
-    cls, _, message = classify(exc)
-    return f"{cls}: {message.removeprefix('consuming input failed: ')}"
 
 
 class Step:
@@ -66,7 +70,7 @@ def new(ctx: Context, lane: Lane):
 def observe(lane: Lane, steps: dict[str, Step], resumed: dict[str, float]) -> Observation:
     for name, step in steps.items():
         if step.error is not None:
-            return Observation(outcome(step.error), f"{name} after {step.took()}: "
+            return Observation(classified(step.error), f"{name} after {step.took()}: "
                                                     f"{first_line(step.error)}")
     # Direct: compared with the first RESUME (every pooler was paused until then).
     at = resumed.get(lane.endpoint, min(resumed.values(), default=None))
