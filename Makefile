@@ -7,7 +7,7 @@ PYTEST := $(VENV)/bin/pytest
 # Test selection and options, e.g. `make test PYTEST_ARGS="-k stack -x"`.
 PYTEST_ARGS ?=
 
-.PHONY: setup image up demo test unit lint bench clean
+.PHONY: setup image up demo test unit lint bench clean clients
 
 ## setup: create the virtual environment and install the lab (with Compose v2 if missing)
 setup: $(VENV)/.installed
@@ -36,8 +36,13 @@ BENCH_ARGS ?=
 demo: up
 	$(LAB) bench --quick $(BENCH_ARGS)
 
+## clients: the drivers `lab clients` runs, pinned in clients/*.py (pip into the venv, npm into
+## .clients/); `lab clients` installs them on first use too; `make demo` never needs them
+clients: setup
+	$(LAB) clients --install-only
+
 ## test: the whole suite, the real compose stack included
-test: image
+test: image clients
 	$(PYTEST) $(PYTEST_ARGS)
 
 ## unit: only the fast tests that need no Docker

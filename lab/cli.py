@@ -582,6 +582,66 @@ def experiment_run(names, run_all, expect, name, as_json):
     expmod.check(results, name)
 
 
+# -- clients -------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--endpoint", "endpoints", multiple=True, metavar="ENDPOINT",
+              help="Only this endpoint (repeatable): direct, session, transaction, dedicated.")
+@click.option("--driver", "drivers", multiple=True, metavar="NAME|FILE",
+              help="Only this driver (repeatable): a name from --list, or a driver file.")
+@click.option("--prepared", type=int, metavar="N",
+              help="Re-run the cells that fail on a pooler with PgBouncer's "
+                   "max_prepared_statements=N set at runtime: shows which drivers it rescues.")
+@click.option("--timeout", type=float, default=20.0, show_default=True,
+              help="Seconds a cell may take before it counts as hanging.")
+@click.option("--no-install", is_flag=True,
+              help="Report drivers whose packages are missing instead of installing them.")
+@click.option("--list", "list_only", is_flag=True, help="List the drivers and stop.")
+@click.option("--install-only", is_flag=True,
+              help="Install the drivers' pinned packages (pip, npm) and stop: make clients.")
+@click.option("--reports-dir", type=click.Path(path_type=Path), default=Path("reports"),
+              show_default=True, help="Where clients-<time>/ (JSON, Markdown, HTML) goes.")
+@name_option
+@json_option
+def clients(endpoints, drivers, prepared, timeout, no_install, list_only, install_only,
+            reports_dir, name, as_json):
+    """Will my driver or ORM work through each endpoint? Real drivers, a matrix.
+
+    Each driver variant (its defaults, then each documented fix) runs a small workload through
+    each endpoint from drained pools, in a process of its own: works, fails with the driver's
+    own exception, hangs, or could not run here. Writes clients.json, clients.md and
+    clients.html under --reports-dir.
+    """
+    from lab import clients as clientsmod
+
+    if install_only:
+        clientsmod.install_all(drivers, log=_progress)
+        term.success("the drivers' packages are installed")
+        return
+    if list_only:
+        rows = clientsmod.listing()
+        if as_json:
+            click.echo(json.dumps(rows, indent=2))
+        else:
+            term.table([(r["name"], r["title"], r["ecosystem"], r["installed"],
+                         ", ".join(r["variants"]) or r["untestable"]) for r in rows],
+                       ["driver", "title", "from", "installed", "variants"])
+        return
+    matrix = clientsmod.run(name, chosen_endpoints=endpoints, chosen_drivers=drivers,
+                            install_missing=not no_install, timeout=timeout, prepared=prepared,
+                            log=_progress)
+    folder = clientsmod.write(matrix, reports_dir)
+    if as_json:
+        click.echo(json.dumps(matrix.to_json(), indent=2))
+    else:
+        click.echo(clientsmod.text(matrix), nl=False)
+        term.info(str(folder / "clients.html"))
+    if matrix.interrupted:
+        term.warn(f"interrupted: what was measured is in {folder}")
+        sys.exit(130)
+
+
 # -- reports -------------------------------------------------------------------------------
 
 

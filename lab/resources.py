@@ -1,4 +1,5 @@
-"""Files shipped beside the package: compose/ (image and topology), scenarios/ and experiments/.
+"""Files shipped beside the package: compose/ (image and topology), scenarios/,
+experiments/ and clients/ (driver files).
 
 In a checkout (editable install) they are the repository's top-level folders; a wheel carries
 copies under lab/_data/.
@@ -28,6 +29,10 @@ def scenarios_dir() -> Path:
 
 def experiments_dir() -> Path:
     return _find("experiments")
+
+
+def clients_dir() -> Path:
+    return _find("clients")
 
 
 def repo_root() -> Path | None:

@@ -35,7 +35,7 @@ SAFE_QUERY_WAIT_S = 5
 
 
 @contextlib.contextmanager
-def _exclusive(state: LabState) -> Iterator[None]:
+def exclusive(state: LabState) -> Iterator[None]:
     state.dir.mkdir(parents=True, exist_ok=True)
     with open(state.dir / LOCK_FILE, "w") as fh:
         try:
@@ -130,7 +130,7 @@ def run(chosen: Sequence[str] = (), lab_name: str = "default", *, run_all: bool 
                           fix=f"lab up{name_flag(lab_name)} --pool-size 2")
     ctx = Context(cfg, state, endpoints(cfg, containers), containers)
     results = []
-    with _exclusive(state):
+    with exclusive(state):
         try:
             restore_interrupted(ctx, log)
             for exp in experiments:
