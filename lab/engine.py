@@ -19,14 +19,51 @@ START_ENGINE_FIX = (
 )
 
 
+def new_client(timeout: float = 30, max_pool_size: int = 2):
+    """A Docker SDK client (``docker.from_env``) that keeps one connection pool per engine.
+
+    The SDK's unix-socket transport keys its connection pools by the request's whole URL, path
+    and query included (``UnixHTTPAdapter.get_connection(request.url)``), and keeps up to 25
+    such pools (``num_pools`` is ignored for unix sockets), each holding its idle keep-alive
+    connection to docker.sock. So every distinct call (``/containers/<id>/json`` per container,
+    ``/exec/<id>/json`` per exec, a new filter) left one more socket open, up to 25 per client:
+    the staircase of a long run's descriptors at each container fault. Here the pool is keyed
+    by the engine alone (scheme and host: ``http+docker://localhost``), as requests does for
+    TCP, so a client holds at most ``max_pool_size`` idle connections, reused across calls.
+    """
+    import docker  # the SDK pulls in requests; keep it off the import path of `lab --help`
+
+    engine = docker.from_env(timeout=timeout, max_pool_size=max_pool_size)
+    _one_pool_per_engine(engine.api)
+    return engine
+
+
+def _one_pool_per_engine(api) -> None:
+    """Key the unix-socket adapter's pools by scheme and host only (see ``new_client``)."""
+    from urllib.parse import urlsplit
+
+    from docker.transport import UnixHTTPAdapter
+
+    for adapter in set(api.adapters.values()):
+        if not isinstance(adapter, UnixHTTPAdapter):
+            continue  # tcp/tls: requests' own pool manager keys by host already
+        by_url = adapter.get_connection
+
+        def get_connection(url, proxies=None, _by_url=by_url):
+            parts = urlsplit(url)
+            return _by_url(f"{parts.scheme}://{parts.netloc}", proxies)
+
+        adapter.get_connection = get_connection
+        adapter.pools.clear()  # closes the pool of the version check made before the patch
+
+
 @functools.lru_cache(maxsize=1)
 def client():
     """A ping-checked Docker SDK client, or DockerUnavailable naming the fix."""
-    import docker  # the SDK pulls in requests; keep it off the import path of `lab --help`
     import docker.errors
 
     try:
-        engine = docker.from_env(timeout=30)
+        engine = new_client(timeout=30)
         engine.ping()
     except docker.errors.DockerException as exc:
         reason = _short_reason(exc)

@@ -25,6 +25,25 @@ Error = psycopg.Error
 OperationalError = psycopg.OperationalError
 
 
+def open_connection(**kwargs) -> psycopg.Connection:
+    """``psycopg.connect(**kwargs)``, without keeping a failed attempt's socket open.
+
+    When an attempt times out (``connect_timeout``: a host that is gone, a pooler that is down
+    for a few seconds), psycopg abandons its connect generator with the libpq connection, and
+    its TCP socket, still open inside; the exception it raises holds them through its
+    traceback, in a reference cycle (the exception, its traceback, ``connect``'s frame, the
+    exception again) that only a full pass of Python's cyclic garbage collector breaks: in
+    the orchestrator, minutes later. A sampler that retries a dead target every tick kept one
+    socket per timed-out attempt (they connect later, when the address answers again, and
+    sit in CLOSE_WAIT once PgBouncer drops them). Raising the same exception without that
+    traceback frees them at once.
+    """
+    try:
+        return psycopg.connect(**kwargs)
+    except psycopg.Error as exc:
+        raise exc.with_traceback(None) from None
+
+
 def connect(ep: EndpointInfo, password: str, *, application_name: str = "pooler-lab",
             bench: bool = True, timeout: float = 5, autocommit: bool = True,
             user: str | None = None, dbname: str | None = None,
@@ -37,7 +56,7 @@ def connect(ep: EndpointInfo, password: str, *, application_name: str = "pooler-
     if verify_as is not None:
         params["hostaddr"] = params.get("hostaddr") or params["host"]
         params["host"] = verify_as
-    return psycopg.connect(
+    return open_connection(
         **params, user=user or ep.user, password=password,
         dbname=dbname or ep.database, application_name=application_name,
         connect_timeout=max(1, int(timeout)), autocommit=autocommit, **kwargs,
@@ -48,7 +67,7 @@ def admin_connect(host: str, port: int, user: str, password: str,
                   timeout: float = 5, **tls: object) -> psycopg.Connection:
     """A PgBouncer admin console: simple query protocol only, hence ClientCursor. ``tls``:
     hostaddr / sslmode / sslrootcert (``Target.tls``), else libpq's defaults."""
-    return psycopg.connect(
+    return open_connection(
         host=host, port=port, user=user, password=password, dbname="pgbouncer", **tls,
         connect_timeout=max(1, int(timeout)), autocommit=True,
         cursor_factory=psycopg.ClientCursor,

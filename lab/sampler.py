@@ -107,12 +107,12 @@ class _TargetProbe:
         if t.kind == "pgbouncer":
             return pg.admin_connect(t.host, t.port, t.user, self.password, timeout=self.timeout,
                                     **t.tls)
-        import psycopg
-
-        return psycopg.connect(host=t.host, port=t.port, **t.tls, user=t.user,
-                               password=self.password,
-                               dbname=t.dbname, application_name=SAMPLER_APP,
-                               connect_timeout=max(2, int(self.timeout)), autocommit=True)
+        # pg.open_connection: a timed-out attempt's socket is closed now, not at the next
+        # full garbage collection (a dead target is retried every tick)
+        return pg.open_connection(host=t.host, port=t.port, **t.tls, user=t.user,
+                                  password=self.password,
+                                  dbname=t.dbname, application_name=SAMPLER_APP,
+                                  connect_timeout=max(2, int(self.timeout)), autocommit=True)
 
     def sample(self) -> dict[str, Any]:
         t = self.target

@@ -4,6 +4,7 @@ serves the module; each test undoes what it broke (the fault's own recover)."""
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 
@@ -313,3 +314,31 @@ def test_injector_on_schedule_and_stop_restores_the_lab(lab, ctx, tmp_path):
     assert [e["phase"] for e in inj.events] == ["inject", "recover"]
     assert len(events_path.read_text().splitlines()) == 6
     whole(lab)
+
+
+def unix_sockets() -> int:
+    """This process's open unix sockets (its connections to docker.sock)."""
+    with open("/proc/net/unix") as f:
+        unix = {line.split()[6] for line in f.readlines()[1:]}
+    count = 0
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            link = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        count += link.startswith("socket:[") and link[8:-1] in unix
+    return count
+
+
+def test_the_docker_client_keeps_its_connections_across_calls(lab, ctx):
+    # The SDK's own pools are keyed by URL: every container inspected, every exec left one
+    # more socket to docker.sock open (the soak's staircase at each container fault).
+    for service in ("db", "pooler", "dedicated"):
+        actions._state(ctx.container(service))
+    before = unix_sockets()
+    for _ in range(3):
+        for service in ("db", "pooler", "dedicated"):
+            actions._state(ctx.container(service))
+        assert ctx.container("db").exec_run(["true"]).exit_code == 0
+        ctx.network().reload()
+    assert unix_sockets() <= before

@@ -87,11 +87,12 @@ class FaultContext:
     def docker(self):
         with self._lock:
             if self._client is None:
-                import docker  # the SDK pulls in requests: only when a fault needs it
+                from lab import engine  # the SDK (requests): only when a fault needs it
 
-                # Two sockets at most: the injector acts one fault at a time; the SDK's
-                # default pool (10) let a long run's descriptors creep up to ten more.
-                self._client = docker.from_env(timeout=self.docker_timeout, max_pool_size=2)
+                # One connection pool for the engine (lab.engine.new_client): the SDK's own
+                # keeps one per URL, so every fault left a socket or three to docker.sock
+                # open. Two connections at most: the injector acts one fault at a time.
+                self._client = engine.new_client(timeout=self.docker_timeout, max_pool_size=2)
             return self._client
 
     def container(self, service: str):
