@@ -132,3 +132,37 @@ def test_a_full_disk_ends_the_run_in_one_line_and_leaves_no_process(lab, tiny_di
     left = subprocess.run(["pgrep", "-f", str(tiny_disk)], capture_output=True, text=True)
     assert left.stdout.strip() == "", "a Locust process outlived the run"
     assert lab.status()["running"]
+
+
+def test_a_container_stopped_outside_the_runs_faults_ends_it_with_exit_4(lab, tmp_path):
+    """What a Docker engine restart does to a lab (it stops every container), on one service:
+    the run goes on to its end, keeps what it measured, names the outage in its report and
+    ends in one line naming `lab up`."""
+    import threading
+
+    client = docker.from_env()
+    project = f"pooler-lab-{lab.name}"
+    dedicated = client.containers.list(filters={"label": [
+        f"com.docker.compose.project={project}", "com.docker.compose.service=dedicated"]})[0]
+    reports = tmp_path / "reports"
+    timer = threading.Timer(6.0, lambda: dedicated.stop(timeout=2))
+    timer.start()
+    try:
+        proc = lab.cli("run", "persistent-server", "-e", "dedicated", "--duration", "12s",
+                       "--reports-dir", str(reports), check=False, timeout=240)
+    finally:
+        timer.cancel()
+    try:
+        assert proc.returncode == 4, proc.stdout[-500:] + proc.stderr[-1500:]
+        last = proc.stderr.strip().splitlines()[-1]
+        assert last.startswith("error:") and "dedicated exited" in last, last
+        assert f"lab up --name {lab.name}" in last and "Traceback" not in proc.stderr
+        run_dir = next(reports.iterdir())
+        doc = json.loads((run_dir / "manifest.json").read_text())
+        assert doc["lab_after"]["down"] == {"dedicated": "exited"}
+        analysis = json.loads(lab_cli("report", str(run_dir), "--json", home=lab.home).stdout)
+        assert any(o["target"] == "dedicated" and o["end_s"] is None
+                   for o in analysis["outages"]), analysis["outages"]
+    finally:
+        lab.cli("up")
+    assert lab.status()["running"]

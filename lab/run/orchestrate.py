@@ -9,7 +9,7 @@ import contextlib
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,9 @@ class RunResult:
     requests: int  # started (succeeded + failed)
     errors: int  # failed
     not_started: int = 0  # scheduled arrivals that never started
+    # The lab's services that were not running when the run ended (service -> state): the
+    # Docker engine restarted, or a container was stopped or removed outside the run's faults.
+    lab_down: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -122,9 +125,36 @@ def execute(spec: RunSpec, legs: list[Leg], endpoints: tuple[str, ...], command:
                 fix="free some space, then lab report it; or give --reports-dir on another disk")
     if failure is not None:
         raise failure
+    lab_down = _lab_after(state)
     requests, errors = state.watcher.totals()
     return RunResult(run_dir=run_dir, interrupted=interrupted, requests=requests, errors=errors,
-                     not_started=state.watcher.not_started_total())
+                     not_started=state.watcher.not_started_total(), lab_down=lab_down)
+
+
+def _lab_after(run: _Run) -> dict[str, str]:
+    """Whether the lab is whole after the run; recorded in the manifest (``lab_after``).
+
+    Faults of the run are undone before their segment ends, so a service that is down now
+    went down outside the run's own schedule: the Docker engine restarted (it stops every
+    container), or someone stopped or removed one."""
+    if run.targets.lab is None:
+        return {}
+    from lab import config as cfgmod
+    from lab import engine
+    from lab.errors import LabError
+    from lab.status import down_services
+
+    cfg = cfgmod.from_dict(run.targets.lab)
+    try:
+        down = down_services(cfg, engine.project_containers(cfg.project))
+    except LabError as exc:  # the engine itself does not answer
+        down = {"docker": f"engine unreachable ({exc.message})"}
+    except Exception as exc:  # the SDK's own errors while the engine restarts
+        down = {"docker": f"engine unreachable ({type(exc).__name__})"}
+    run.manifest["lab_after"] = {"down": down}
+    with contextlib.suppress(OSError):
+        manifest.write(run.run_dir, run.manifest)
+    return down
 
 
 def _measure_network(spec: RunSpec, targets: Targets, endpoints: tuple[str, ...],
