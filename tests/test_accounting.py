@@ -263,7 +263,10 @@ def test_a_killed_pooler_is_connections_refused_and_lost_never_pool_size(lab, tm
         pooler.reload()
         if pooler.status != "running":
             pooler.start()
-    assert proc.returncode == 0, err
+    # the pooler stayed down past the run's end, outside its faults: exit 4, in one line
+    assert proc.returncode == 4, err
+    assert err.strip().splitlines()[-1].startswith("error: the run ended with the lab not "
+                                                   "whole (pooler exited"), err[-500:]
     run_dir = Path(out.strip().splitlines()[-1])
     _manifest, rows = segments(run_dir)
     params = scenarios.resolve("persistent-server").coerce(raw)
