@@ -18,23 +18,14 @@ https://supabase.com/docs/guides/troubleshooting/disabling-prepared-statements-q
 from lab.clients import Driver, Variant
 
 SCRIPT = r"""
-import fs from "node:fs";
 import pg from "pg";
-import { main } from "./workload.mjs";
-
-function ssl(w) {
-  if (!w.sslmode || w.sslmode === "disable") return false;
-  if (w.sslrootcert && (w.sslmode === "verify-ca" || w.sslmode === "verify-full")) {
-    return { ca: fs.readFileSync(w.sslrootcert, "utf8"),
-             ...(w.sslmode === "verify-ca" ? { checkServerIdentity: () => undefined } : {}) };
-  }
-  return { rejectUnauthorized: false };  // libpq's require: encrypted, not verified
-}
+import { main, ssl } from "./workload.mjs";
 
 main(async (w, options) => {
   const client = new pg.Client({
     host: w.host, port: w.port, user: w.user, password: w.password, database: w.dbname,
-    ssl: ssl(w), application_name: w.application_name, connectionTimeoutMillis: 10000,
+    ssl: ssl(w, { rejectUnauthorized: false }), application_name: w.application_name,
+    connectionTimeoutMillis: 10000,
   });
   client.on("error", () => {});  // a dropped idle connection: the next query reports it
   await client.connect();

@@ -24,18 +24,8 @@ https://supabase.com/docs/guides/troubleshooting/disabling-prepared-statements-q
 from lab.clients import Driver, Variant
 
 SCRIPT = r"""
-import fs from "node:fs";
 import postgres from "postgres";
-import { main } from "./workload.mjs";
-
-function ssl(w) {
-  if (!w.sslmode || w.sslmode === "disable") return false;
-  if (w.sslrootcert && (w.sslmode === "verify-ca" || w.sslmode === "verify-full")) {
-    return { ca: fs.readFileSync(w.sslrootcert, "utf8"),
-             ...(w.sslmode === "verify-ca" ? { checkServerIdentity: () => undefined } : {}) };
-  }
-  return "require";  // encrypted, not verified (libpq's require)
-}
+import { main, ssl } from "./workload.mjs";
 
 let sql = null;  // one instance, two reserved connections
 let open = 0;
@@ -44,7 +34,7 @@ main(async (w, options) => {
   if (sql === null) {
     sql = postgres({
       host: w.host, port: w.port, user: w.user, password: w.password, database: w.dbname,
-      ssl: ssl(w), max: 2, connect_timeout: 10, idle_timeout: 0, onnotice: () => {},
+      ssl: ssl(w, "require"), max: 2, connect_timeout: 10, idle_timeout: 0, onnotice: () => {},
       connection: { application_name: w.application_name },
       ...options,
     });

@@ -7,6 +7,7 @@ copies under lab/_data/.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 _PACKAGE = Path(__file__).resolve().parent
@@ -39,3 +40,22 @@ def repo_root() -> Path | None:
     """The checkout the package runs from, if any (for the git commit in manifests)."""
     root = _PACKAGE.parent
     return root if (root / ".git").exists() else None
+
+
+def env_paths(var: str, what: str) -> list[Path]:
+    """The folders and files an environment variable names (``os.pathsep``-separated), each
+    checked to exist: user experiments (POOLER_LAB_EXPERIMENTS), user drivers
+    (POOLER_LAB_CLIENTS). ``what`` names the files in the error: "experiment files"."""
+    from lab.errors import ConfigError
+
+    paths = []
+    for part in os.environ.get(var, "").split(os.pathsep):
+        if not part.strip():
+            continue
+        path = Path(part.strip()).expanduser().absolute()
+        if not path.exists():
+            raise ConfigError(f"{var} names {part.strip()}, which does not exist",
+                              fix=f"give {var} folders of {what} (or files), "
+                                  f"separated by {os.pathsep!r}")
+        paths.append(path)
+    return paths

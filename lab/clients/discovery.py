@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import functools
 import importlib.util
-import os
 import re
 import sys
 from collections.abc import Sequence
@@ -30,14 +29,7 @@ def _files(folder: Path) -> list[Path]:
 
 def _user_files() -> list[Path]:
     files = []
-    for part in os.environ.get(ENV_VAR, "").split(os.pathsep):
-        if not part.strip():
-            continue
-        path = Path(part.strip()).expanduser().absolute()
-        if not path.exists():
-            raise ConfigError(f"{ENV_VAR} names {part.strip()}, which does not exist",
-                              fix=f"give {ENV_VAR} folders of driver files (or files), "
-                                  f"separated by {os.pathsep!r}")
+    for path in resources.env_paths(ENV_VAR, "driver files"):
         files += _files(path) if path.is_dir() else [path]
     return files
 

@@ -3,7 +3,21 @@
 //   main(async (config, options) => client)   where client has
 //   query(n) -> n + 1, begin(), commit(), pid(), close()
 // main reads the workload as JSON on stdin and prints one JSON line: the outcome.
+import fs from "node:fs";
+
 export const REPEAT = 8;
+
+// The driver's TLS option from the workload's sslmode: false (disable), the lab's CA for
+// verify-ca / verify-full, else `unverified` (libpq's require: encrypted, not verified), whose
+// spelling differs between drivers ({rejectUnauthorized: false} for pg, "require" for postgres).
+export function ssl(w, unverified) {
+  if (!w.sslmode || w.sslmode === "disable") return false;
+  if (w.sslrootcert && (w.sslmode === "verify-ca" || w.sslmode === "verify-full")) {
+    return { ca: fs.readFileSync(w.sslrootcert, "utf8"),
+             ...(w.sslmode === "verify-ca" ? { checkServerIdentity: () => undefined } : {}) };
+  }
+  return unverified;
+}
 
 class WrongResult extends Error {
   constructor(message) { super(message); this.name = "WrongResult"; }

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import functools
 import importlib.util
-import os
 import re
 import sys
 from collections.abc import Sequence
@@ -33,17 +32,7 @@ def _files(folder: Path) -> list[Path]:
 
 def user_paths() -> list[Path]:
     """The folders and files named by ``POOLER_LAB_EXPERIMENTS`` (``os.pathsep``-separated)."""
-    paths = []
-    for part in os.environ.get(ENV_VAR, "").split(os.pathsep):
-        if not part.strip():
-            continue
-        path = Path(part.strip()).expanduser().absolute()
-        if not path.exists():
-            raise ConfigError(f"{ENV_VAR} names {part.strip()}, which does not exist",
-                              fix=f"give {ENV_VAR} folders of experiment files (or files), "
-                                  f"separated by {os.pathsep!r}")
-        paths.append(path)
-    return paths
+    return resources.env_paths(ENV_VAR, "experiment files")
 
 
 def _entries() -> list[tuple[Path, Experiment]]:
