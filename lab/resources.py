@@ -59,3 +59,28 @@ def env_paths(var: str, what: str) -> list[Path]:
                                   f"separated by {os.pathsep!r}")
         paths.append(path)
     return paths
+
+
+def load_file(path: Path, module_name: str, fix: str):
+    """Import one user-extensible Python file (an experiment, a driver) as ``module_name``;
+    a file that does not import is a ConfigError naming its line or its exception."""
+    import importlib.util
+    import sys
+
+    from lab.errors import ConfigError
+
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    if spec is None or spec.loader is None:
+        raise ConfigError(f"cannot load {path} as Python", fix="give a .py file")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module  # dataclasses in the file look their module up
+    try:
+        spec.loader.exec_module(module)
+    except SyntaxError as exc:
+        sys.modules.pop(module_name, None)
+        raise ConfigError(f"{path} line {exc.lineno}: {exc.msg}", fix=fix) from None
+    except Exception as exc:
+        sys.modules.pop(module_name, None)
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise ConfigError(f"{path}: {type(exc).__name__}: {text}", fix=fix) from None
+    return module

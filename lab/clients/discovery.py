@@ -4,9 +4,7 @@
 from __future__ import annotations
 
 import functools
-import importlib.util
 import re
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -89,22 +87,9 @@ def load(path: Path) -> Driver:
 def _load(path: Path) -> Driver:
     fix = "correct the driver file"
     module_name = f"_lab_clients.{path.stem}"
-    spec = importlib.util.spec_from_file_location(module_name, path)
-    if spec is None or spec.loader is None:
-        raise ConfigError(f"cannot load {path} as Python", fix="give a .py file")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[module_name] = module
-    try:
-        spec.loader.exec_module(module)
-    except SyntaxError as exc:
-        sys.modules.pop(module_name, None)
-        raise ConfigError(f"{path} line {exc.lineno}: {exc.msg}", fix=fix) from None
-    except Exception as exc:
-        sys.modules.pop(module_name, None)
-        text = str(exc).splitlines()[0] if str(exc) else ""
-        raise ConfigError(f"{path}: {type(exc).__name__}: {text}",
-                          fix=f"{fix}; import a driver's own packages inside its run "
-                              "functions, so the file loads without them") from None
+    module = resources.load_file(path, module_name,
+                                 f"{fix}; import a driver's own packages inside its run "
+                                 "functions, so the file loads without them")
     driver = getattr(module, "DRIVER", None)
     if not isinstance(driver, Driver):
         raise ConfigError(f"{path} defines no DRIVER = Driver(...)",

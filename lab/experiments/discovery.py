@@ -4,16 +4,13 @@ file given by path (see the package docstring for the file format)."""
 from __future__ import annotations
 
 import functools
-import importlib.util
 import re
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from lab import resources
 from lab.config import ENDPOINTS
 from lab.errors import ConfigError
-from lab.experiments.context import first_line
 from lab.experiments.model import POOLERS, Experiment
 
 ENV_VAR = "POOLER_LAB_EXPERIMENTS"
@@ -141,19 +138,7 @@ def _load(path: Path, builtin: bool) -> Experiment:
     fix = "correct the experiment file" if builtin else \
         f"correct the experiment file, or take it out of {ENV_VAR}"
     module_name = f"_lab_experiments.{'builtin' if builtin else 'user'}.{path.stem}"
-    spec = importlib.util.spec_from_file_location(module_name, path)
-    if spec is None or spec.loader is None:
-        raise ConfigError(f"cannot load {path} as Python", fix="give a .py file")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[module_name] = module  # dataclasses in the file look their module up
-    try:
-        spec.loader.exec_module(module)
-    except SyntaxError as exc:
-        sys.modules.pop(module_name, None)
-        raise ConfigError(f"{path} line {exc.lineno}: {exc.msg}", fix=fix) from None
-    except Exception as exc:
-        sys.modules.pop(module_name, None)
-        raise ConfigError(f"{path}: {type(exc).__name__}: {first_line(exc)}", fix=fix) from None
+    module = resources.load_file(path, module_name, fix)
     exp = getattr(module, "EXPERIMENT", None)
     if not isinstance(exp, Experiment):
         raise ConfigError(f"{path} defines no EXPERIMENT = Experiment(...)",
