@@ -131,7 +131,7 @@ def test_a_missing_program_is_not_installed_with_its_reason_not_a_failure():
 
 
 def test_each_way_a_cell_can_end_is_recorded_and_the_next_cell_still_runs(fake, tmp_path):
-    cells = {v: run_cell(fake, v, _config(tmp_path), timeout=3, secrets=("secret",))
+    cells = {v: run_cell(fake, v, _config(tmp_path), timeout=3)
              for v in ("fails", "wrong", "hangs", "crashes", "missing", "works")}
     assert cells["fails"].outcome == "fails"
     assert cells["fails"].error_class.endswith("fake.Boom")

@@ -51,13 +51,17 @@ def split_pin(driver: Driver, pkg: str) -> tuple[str, str]:
     return pkg, ""
 
 
+def _pip_version(name: str) -> str | None:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
 def installed_version(driver: Driver, pkg: str) -> str | None:
     name, _ = split_pin(driver, pkg)
     if driver.ecosystem == "pip":
-        try:
-            return metadata.version(name)
-        except metadata.PackageNotFoundError:
-            return None
+        return _pip_version(name)
     if driver.ecosystem == "npm":
         manifest = node_dir() / "node_modules" / name / "package.json"
         try:
@@ -91,10 +95,7 @@ def versions(driver: Driver) -> dict[str, str]:
     found = {split_pin(driver, pkg)[0]: installed_version(driver, pkg) or "missing"
              for pkg in driver.packages}
     for name in driver.also_record:
-        try:
-            found[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            found[name] = "missing"
+        found[name] = _pip_version(name) or "missing"
     return found
 
 

@@ -39,15 +39,16 @@ from lab.clients.model import (
 )
 from lab.clients.workload import REPEAT, STEPS
 from lab.config import ENDPOINTS, LabConfig
-from lab.connect import EndpointInfo, endpoints
+from lab.connect import EndpointInfo, endpoints, redact
 from lab.errors import ConfigError, StackError
-from lab.state import name_flag
+from lab.experiments.context import Context
+from lab.experiments.model import POOLERS
+from lab.state import Secrets, name_flag
 
 FORMAT = "pooler-lab/clients"
 VERSION = 1
 APPLICATION = "lab-clients"
 DEFAULT_TIMEOUT_S = 20.0
-POOLERS = ("session", "transaction", "dedicated")
 
 
 @dataclass
@@ -153,7 +154,7 @@ def _last_where(stderr: str) -> str:
 
 
 def run_cell(path: Path, variant: str, config: dict[str, Any], timeout: float,
-             secrets: Sequence[str] = ()) -> Cell:
+             secrets: Secrets | None = None) -> Cell:
     """One cell in a child process (its own process group, killed whole at the timeout)."""
     request = json.dumps({"file": str(path), "variant": variant, "config": config})
     started = time.monotonic()
@@ -179,43 +180,20 @@ def run_cell(path: Path, variant: str, config: dict[str, Any], timeout: float,
     lines = [ln for ln in out.splitlines() if ln.startswith("{")]
     if not lines:
         tail = [ln for ln in err.strip().splitlines() if not ln.startswith("@where ")]
-        return Cell(CRASHED, message=_redact((tail or [f"exit code {proc.returncode}"])[-1],
-                                             secrets)[:300],
+        return Cell(CRASHED, message=redact((tail or [f"exit code {proc.returncode}"])[-1],
+                                            secrets)[:300],
                     where=_last_where(err), seconds=time.monotonic() - started)
     cell = Cell.from_json(json.loads(lines[-1]))
-    cell.message = _redact(cell.message, secrets)
+    cell.message = redact(cell.message, secrets)
     if cell.outcome == CRASHED and not cell.where:
         cell.where = _last_where(err)
     return cell
 
 
-def _redact(text: str, secrets: Sequence[str]) -> str:
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***").replace(quote(secret, safe=""), "***")
-    return text
-
-
-class _Pools:
-    """Admin consoles of the poolers: drain before a cell, runtime SET for --prepared."""
-
-    def __init__(self, cfg, state, eps, containers):
-        from lab.experiments.context import Context
-
-        self.ctx = Context(cfg, state, eps, containers)
-
-    def drain(self, endpoint: str) -> None:
-        if endpoint in POOLERS:
-            self.ctx.drain(endpoint)
-
-    def set_prepared(self, endpoint: str, n: int) -> None:
-        self.ctx.set(endpoint, "max_prepared_statements", n)
-
-    def restore(self) -> list[str]:
-        return self.ctx.restore()
-
-    def close(self) -> None:
-        self.ctx.close_admins()
+def _drain(pools: Context, endpoint: str) -> None:
+    """Empty a pooler before a cell (direct has nothing to drain)."""
+    if endpoint in POOLERS:
+        pools.drain(endpoint)
 
 
 def run(lab_name: str = "default", *, chosen_endpoints: Sequence[str] = (),
@@ -236,13 +214,13 @@ def run(lab_name: str = "default", *, chosen_endpoints: Sequence[str] = (),
     names = [ep for ep in ENDPOINTS if ep in chosen_endpoints] or list(ENDPOINTS)
     cfg, state, containers = stack.require_running(lab_name)
     eps = endpoints(cfg, containers)
-    password = state.secrets().postgres_password
     started = time.monotonic()
     matrix = Matrix(lab_header(cfg), names, [],
                     datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"), prepared=prepared,
                     timeout_s=timeout)
     reasons = install.ensure([d for _, d in picked], install_missing, log)
-    pools = _Pools(cfg, state, eps, containers)
+    secrets = state.secrets()
+    pools = Context(cfg, state, eps, containers)  # admin consoles: drains, runtime SETs
     from lab.experiments.runner import exclusive
 
     try:
@@ -253,9 +231,9 @@ def run(lab_name: str = "default", *, chosen_endpoints: Sequence[str] = (),
                 if not result.unavailable:
                     log(f"{driver.name}: {len(driver.variants)} variant(s) x {len(names)} "
                         "endpoint(s)")
-                    _fill(result, path, driver, names, eps, cfg, password, timeout, pools)
+                    _fill(result, path, names, eps, cfg, secrets, timeout, pools)
                     if prepared is not None:
-                        _rescue(result, path, names, eps, cfg, password, timeout, pools,
+                        _rescue(result, path, names, eps, cfg, secrets, timeout, pools,
                                 prepared)
                 if on_driver is not None:
                     on_driver(result)
@@ -263,7 +241,7 @@ def run(lab_name: str = "default", *, chosen_endpoints: Sequence[str] = (),
         matrix.interrupted = True
     finally:
         failed = pools.restore()
-        pools.close()
+        pools.close_admins()
         matrix.seconds = time.monotonic() - started
     if failed:
         raise StackError(f"could not restore {', '.join(failed)} after lab clients",
@@ -282,24 +260,26 @@ def _driver_result(driver: Driver, reason: str) -> DriverResult:
     return result
 
 
-def _fill(result, path, driver, names, eps, cfg, password, timeout, pools) -> None:
+def _fill(result, path, names, eps, cfg, secrets, timeout, pools) -> None:
     for row in result.rows:
         for endpoint in names:
-            pools.drain(endpoint)
-            row.cells[endpoint] = run_cell(path, row.variant,
-                                           _config(eps[endpoint], cfg, password, timeout),
-                                           timeout, (password,))
+            _drain(pools, endpoint)
+            row.cells[endpoint] = run_cell(
+                path, row.variant,
+                _config(eps[endpoint], cfg, secrets.postgres_password, timeout), timeout,
+                secrets)
 
 
-def _rescue(result, path, names, eps, cfg, password, timeout, pools, prepared) -> None:
+def _rescue(result, path, names, eps, cfg, secrets, timeout, pools, prepared) -> None:
     failing = [(row, ep) for row in result.rows for ep in names
                if ep in POOLERS and row.cells.get(ep) is not None
                and row.cells[ep].outcome in (FAILS, WRONG, HANGS)]
     for row, endpoint in failing:
-        pools.set_prepared(endpoint, prepared)
+        pools.set(endpoint, "max_prepared_statements", prepared)
         pools.drain(endpoint)
-        again = run_cell(path, row.variant, _config(eps[endpoint], cfg, password, timeout),
-                         timeout, (password,))
+        again = run_cell(path, row.variant,
+                         _config(eps[endpoint], cfg, secrets.postgres_password, timeout),
+                         timeout, secrets)
         if again.outcome == WORKS:
             row.cells[endpoint].rescued_by = f"max_prepared_statements={prepared}"
     if failing:

@@ -67,13 +67,12 @@ def table(matrix: Matrix) -> Table:
     notes: list[str] = []
     rows = []
     fixes, rescued, unavailable = [], [], []
-    saved: dict[str, list[str]] = {}
     for d in matrix.drivers:
-        driver_label = d.title
         if d.unavailable:
             unavailable.append(f"{d.title}: {d.unavailable_outcome}: {d.unavailable}")
         for i, row in enumerate(d.rows):
             labels = []
+            saved: dict[str, list[str]] = {}  # rescued_by -> endpoints, for this row
             for ep in matrix.endpoints:
                 cell = row.cells.get(ep)
                 if d.unavailable:
@@ -94,13 +93,12 @@ def table(matrix: Matrix) -> Table:
                 labels.append((cell.outcome, label))
             rescued += [f"{d.title}, {row.label}, on {', '.join(eps)}: works with {setting}"
                         for setting, eps in saved.items()]
-            saved.clear()
             variant = row.label + (" [fix]" if row.fix else "")
-            rows.append((driver_label if i == 0 else "", variant, labels))
+            rows.append((d.title if i == 0 else "", variant, labels))
         fixes += _fixes(matrix, d)
         if d.unavailable and not d.rows:
             outcome = d.unavailable_outcome
-            rows.append((driver_label, "-", [(outcome, SHORT[outcome])] * len(matrix.endpoints)))
+            rows.append((d.title, "-", [(outcome, SHORT[outcome])] * len(matrix.endpoints)))
     return Table(["driver", "variant", *matrix.endpoints], rows, notes, fixes, rescued,
                  unavailable)
 
