@@ -508,21 +508,7 @@ def run(scenario, endpoints, target, duration, users, spawn_rate, workers, seed,
     if result.interrupted:
         term.warn("interrupted: kept everything measured so far")
         sys.exit(130)
-    _check_lab_after(result, name)
-
-
-def _check_lab_after(result, name: str) -> None:
-    """Exit 4 with one line when the lab was not whole at the end of the run."""
-    from lab.errors import StackError
-    from lab.state import name_flag
-    from lab.status import describe_down
-
-    if result.lab_down:
-        raise StackError(
-            f"the run ended with the lab not whole ({describe_down(result.lab_down)}: the "
-            f"Docker engine restarted, or a container was stopped outside the run's faults); "
-            f"what was measured is in {result.run_dir} and its report names the outage",
-            fix=f"lab up{name_flag(name)}")
+    result.check_lab_whole()
 
 
 @cli.command()
@@ -734,7 +720,7 @@ def bench(quick, duration, cooldown, seed, workers, repeat, reports_dir, network
     if result.interrupted:
         term.warn("interrupted: the report covers what was measured")
         sys.exit(130)
-    _check_lab_after(result, name)
+    result.check_lab_whole()
 
 
 # -- entry point ---------------------------------------------------------------------------

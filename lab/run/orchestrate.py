@@ -40,6 +40,22 @@ class RunResult:
     # The lab's services that were not running when the run ended (service -> state): the
     # Docker engine restarted, or a container was stopped or removed outside the run's faults.
     lab_down: dict[str, str] = field(default_factory=dict)
+    lab_name: str = "default"
+
+    def check_lab_whole(self) -> None:
+        """StackError (exit 4, one line naming `lab up`) when the lab was not whole at the end;
+        raised after the run is written, so what was measured stays."""
+        if not self.lab_down:
+            return
+        from lab.errors import StackError
+        from lab.state import name_flag
+        from lab.status import describe_down
+
+        raise StackError(
+            f"the run ended with the lab not whole ({describe_down(self.lab_down)}: the "
+            f"Docker engine restarted, or a container was stopped outside the run's faults); "
+            f"what was measured is in {self.run_dir} and its report names the outage",
+            fix=f"lab up{name_flag(self.lab_name)}")
 
 
 @dataclass
@@ -128,7 +144,8 @@ def execute(spec: RunSpec, legs: list[Leg], endpoints: tuple[str, ...], command:
     lab_down = _lab_after(state)
     requests, errors = state.watcher.totals()
     return RunResult(run_dir=run_dir, interrupted=interrupted, requests=requests, errors=errors,
-                     not_started=state.watcher.not_started_total(), lab_down=lab_down)
+                     not_started=state.watcher.not_started_total(), lab_down=lab_down,
+                     lab_name=spec.lab_name)
 
 
 def _lab_after(run: _Run) -> dict[str, str]:
