@@ -8,6 +8,7 @@ copies under lab/_data/.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 _PACKAGE = Path(__file__).resolve().parent
@@ -84,3 +85,14 @@ def load_file(path: Path, module_name: str, fix: str):
         text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         raise ConfigError(f"{path}: {type(exc).__name__}: {text}", fix=fix) from None
     return module
+
+
+def python_files(folder: Path) -> list[Path]:
+    """The user-extensible files of a folder, in name order: ``*.py`` not starting with ``_``."""
+    return [p for p in sorted(folder.glob("*.py")) if not p.name.startswith("_")]
+
+
+def name_of_file(path: Path) -> str:
+    """The name a user-extensible file must define: ``03_sql_prepare.py`` -> ``sql-prepare``
+    (a leading number only orders the files)."""
+    return re.sub(r"^\d+_", "", path.stem).replace("_", "-")

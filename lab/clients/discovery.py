@@ -11,18 +11,11 @@ from pathlib import Path
 from lab import resources
 from lab.clients.model import ECOSYSTEMS, Driver
 from lab.errors import ConfigError
+from lab.resources import name_of_file as file_name_of
+from lab.resources import python_files as _files
 
 ENV_VAR = "POOLER_LAB_CLIENTS"
 _KEY = re.compile(r"^[a-z0-9][a-z0-9-]*$")
-
-
-def file_name_of(path: Path) -> str:
-    """The driver name a file must define: ``node_postgres.py`` -> ``node-postgres``."""
-    return re.sub(r"^\d+_", "", path.stem).replace("_", "-")
-
-
-def _files(folder: Path) -> list[Path]:
-    return [p for p in sorted(folder.glob("*.py")) if not p.name.startswith("_")]
 
 
 def _user_files() -> list[Path]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -15,16 +14,15 @@ from pathlib import Path
 from typing import Any
 
 from lab.clients.workload import ForeignFailure, Workload
+from lab.state import atomic_write
 
 WORKLOAD_JS = Path(__file__).with_name("workload.mjs")
 
 
 def _write_if_changed(path: Path, text: str) -> None:
-    if path.is_file() and path.read_text() == text:
-        return
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    """Cells run one at a time, but two matrices may share the folder: never half a file."""
+    if not (path.is_file() and path.read_text() == text):
+        atomic_write(path, text, 0o644)
 
 
 def run(w: Workload, script: str, options: dict[str, Any], package: str) -> None:

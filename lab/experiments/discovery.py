@@ -12,19 +12,11 @@ from lab import resources
 from lab.config import ENDPOINTS
 from lab.errors import ConfigError
 from lab.experiments.model import POOLERS, Experiment
+from lab.resources import name_of_file as file_name_of
+from lab.resources import python_files as _files
 
 ENV_VAR = "POOLER_LAB_EXPERIMENTS"
-_ORDER_PREFIX = re.compile(r"^\d+_")
 _LANE_KEY = re.compile(r"^[a-z0-9-]+$")
-
-
-def file_name_of(path: Path) -> str:
-    """The experiment name a file must define: ``03_sql_prepare.py`` -> ``sql-prepare``."""
-    return _ORDER_PREFIX.sub("", path.stem).replace("_", "-")
-
-
-def _files(folder: Path) -> list[Path]:
-    return [p for p in sorted(folder.glob("*.py")) if not p.name.startswith("_")]
 
 
 def user_paths() -> list[Path]:
