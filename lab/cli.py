@@ -7,6 +7,7 @@ nothing else here decides what an error looks like.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -191,11 +192,17 @@ def down(name, volumes):
 @click.option("--sql", "sql", is_flag=True,
               help="Run Supabase's two monitoring queries (pg_stat_activity joined with "
                    "pg_stat_ssl) and print their results.")
-def status(name, as_json, sql):
+@click.option("--watch", "watch", is_flag=True,
+              help="Keep the counts on screen, redrawn twice a second (the numbers of `lab "
+                   "watch`); Ctrl-C stops.")
+def status(name, as_json, sql, watch):
     """Containers, health and live connection counts per endpoint."""
     from lab.status import status as lab_status
     from lab.status import who_tables
 
+    if watch:
+        _status_watch(name)
+        return
     if sql:
         _print_monitoring(name, as_json)
         return
@@ -237,6 +244,26 @@ def status(name, as_json, sql):
     if down:
         raise StackError(f"not every service is running: {describe_down(down)}",
                          fix=f"lab up{_flag(name)} starts it again")
+
+
+def _status_watch(name: str) -> None:
+    import time
+
+    from lab import watch as watchmod
+    from lab.watch import frame
+
+    hub, source = watchmod.terminal(name)
+    screen = term.Screen()
+    try:
+        while True:
+            time.sleep(0.5)
+            if hub.latest is not None:
+                screen.draw(frame.summary_lines(hub.latest))
+    except KeyboardInterrupt:
+        pass
+    finally:
+        source.stop()
+        screen.done()
 
 
 def _print_monitoring(name: str, as_json: bool) -> None:
@@ -446,6 +473,27 @@ def load_options(f):
     return f
 
 
+watch_option = click.option(
+    "--watch", "watch", is_flag=True,
+    help="Serve the live view (lab watch) of this lab while it runs; its URL is printed.")
+
+
+@contextlib.contextmanager
+def _watching(enabled: bool, name: str):
+    """The live view of lab ``name`` for the length of a command (``--watch``)."""
+    if not enabled:
+        yield
+        return
+    from lab import watch as watchmod
+
+    view = watchmod.open_view(name, log=_progress)
+    term.note(f"live view: {view.url}")
+    try:
+        yield
+    finally:
+        view.close()
+
+
 def _outcome(result) -> str:
     """The run's own count of every arrival: started (and failed), and never started."""
     text = f"{result.requests:,} requests started, {result.errors:,} failed"
@@ -475,9 +523,10 @@ def _show_live(printer):
               help="Before the load, measure connect + SELECT 1 + close with and without TLS "
                    "on each endpoint (a table in the report).")
 @fault_option
+@watch_option
 @name_option
 def run(scenario, endpoints, target, duration, users, spawn_rate, workers, seed, cooldown,
-        repeat, sslmode, params, reports_dir, ui, web_port, connect_cost, faults, name):
+        repeat, sslmode, params, reports_dir, ui, web_port, connect_cost, faults, watch, name):
     """Run SCENARIO (a name from `lab scenarios` or a locustfile) against endpoints.
 
     Writes reports/<run-id>/ (raw samples, connection counts, Locust CSV, manifest) and prints
@@ -496,11 +545,15 @@ def run(scenario, endpoints, target, duration, users, spawn_rate, workers, seed,
         sslmode=sslmode, connect_cost=connect_cost, faults=_faults(faults),
     )
     spec.check()
+    if watch and target:
+        raise click.UsageError("--watch shows a lab: with --target, replay the run afterwards "
+                               "(lab watch RUN_DIR)")
     if ui:
         term.note(f"Locust web UI: http://127.0.0.1:{web_port}/")
     printer = term.Progress()
     try:
-        result = runmod.run(spec, progress=_show_live(printer), log=_progress)
+        with _watching(watch, name):
+            result = runmod.run(spec, progress=_show_live(printer), log=_progress)
     finally:
         printer.done()
     term.info(_outcome(result))
@@ -568,14 +621,16 @@ def _print_experiment(result) -> None:
 @click.argument("names", nargs=-1)
 @click.option("--all", "run_all", is_flag=True, help="Run every experiment (a setup check).")
 @click.option("--expect", multiple=True, hidden=True, metavar="EXPERIMENT.LANE=OUTCOME")
+@watch_option
 @name_option
 @json_option
-def experiment_run(names, run_all, expect, name, as_json):
+def experiment_run(names, run_all, expect, watch, name, as_json):
     """Run experiments (NAMES, or --all) on the lab; exit 7 if one sees the unexpected."""
     from lab import experiments as expmod
 
-    results = expmod.run(names, name, run_all=run_all, expect=expect, log=_progress,
-                         on_result=None if as_json else _print_experiment)
+    with _watching(watch, name):
+        results = expmod.run(names, name, run_all=run_all, expect=expect, log=_progress,
+                             on_result=None if as_json else _print_experiment)
     if as_json:
         click.echo(json.dumps(expmod.results_json(name, results), indent=2))
     elif all(r.passed for r in results):
@@ -675,6 +730,54 @@ def report(run_dir, compare_dir, as_json):
 
 
 @cli.command()
+@click.argument("run_dir", required=False, type=click.Path(path_type=Path))
+@click.option("--bind", default="127.0.0.1", show_default=True, metavar="ADDR",
+              help="Address to serve on; beyond the loopback a token is required (printed once "
+                   "in the URL).")
+@click.option("--port", type=click.IntRange(0, 65535), default=0, show_default=True,
+              help="Port to serve on (0: a free one).")
+@click.option("--window", type=click.IntRange(30, 3600), default=180, show_default=True,
+              help="Seconds of history the page shows.")
+@click.option("--speed", type=click.FloatRange(0.1, 100), default=1.0, show_default=True,
+              help="Replay speed, with RUN_DIR.")
+@click.option("--install-only", is_flag=True,
+              help="Install the page's chart library (npm) and stop (make setup runs this).")
+@name_option
+def watch(run_dir, bind, port, window, speed, install_only, name):
+    """Serve the live view of the lab (or replay RUN_DIR) as a web page; Ctrl-C stops.
+
+    Pools filling and backends climbing, per endpoint, twice a second, whatever drives the
+    lab: a `lab run` (its numbers too), an experiment, attendees' own psql sessions.
+    """
+    import time
+
+    from lab import watch as watchmod
+    from lab.watch import assets
+
+    if install_only:
+        assets.ensure(install=True, log=_progress)
+        term.info(f"{assets.PACKAGE} {assets.VERSION} in {assets.web_dir()}")
+        return
+    view = watchmod.open_view(name, run_dir, bind=bind, port=port, speed=speed,
+                              window_s=float(window), log=_progress)
+    for line in view.notes:
+        term.warn(line)
+    click.echo(view.url)
+    term.note("open it in a browser (a projector: zoom to taste); Ctrl-C stops")
+    try:
+        said = False
+        while True:
+            time.sleep(0.5)
+            if view.replay_done and not said:
+                term.note("replay finished: the page keeps it until Ctrl-C")
+                said = True
+    except KeyboardInterrupt:
+        pass
+    finally:
+        view.close()
+
+
+@cli.command()
 @click.option("--quick", is_flag=True,
               help="Short segments: the whole bench in under 3 minutes (demos, workshops).")
 @click.option("--duration", help="Load time per segment (default 12s with --quick, else 60s).")
@@ -693,9 +796,10 @@ def report(run_dir, compare_dir, as_json):
 @click.option("--sslmode", type=click.Choice(SSLMODES),
               help="The clients' sslmode (default verify-full with the lab's CA).")
 @fault_option
+@watch_option
 @name_option
 def bench(quick, duration, cooldown, seed, workers, repeat, reports_dir, network, sslmode,
-          faults, name):
+          faults, watch, name):
     """The headline comparison: serverless bursts and persistent servers on all four endpoints.
 
     One run directory and one report; prints the report's path as the last line.
@@ -705,12 +809,13 @@ def bench(quick, duration, cooldown, seed, workers, repeat, reports_dir, network
 
     printer = term.Progress()
     try:
-        result = runmod.bench(
-            quick, duration_s=runmod.parse_duration(duration) if duration else None,
-            cooldown_s=runmod.parse_span(cooldown) if cooldown is not None else None,
-            seed=seed, workers=workers, repeat=repeat, lab_name=name, reports_dir=reports_dir,
-            network=network, sslmode=sslmode, faults=_faults(faults),
-            progress=_show_live(printer), log=_progress)
+        with _watching(watch, name):
+            result = runmod.bench(
+                quick, duration_s=runmod.parse_duration(duration) if duration else None,
+                cooldown_s=runmod.parse_span(cooldown) if cooldown is not None else None,
+                seed=seed, workers=workers, repeat=repeat, lab_name=name,
+                reports_dir=reports_dir, network=network, sslmode=sslmode,
+                faults=_faults(faults), progress=_show_live(printer), log=_progress)
     finally:
         printer.done()
     term.info(f"{_outcome(result)} in {result.run_dir}")

@@ -1,5 +1,5 @@
 """Files shipped beside the package: compose/ (image and topology), scenarios/,
-experiments/ and clients/ (driver files).
+experiments/, clients/ (driver files) and sweeps/ (`lab sweep` presets).
 
 In a checkout (editable install) they are the repository's top-level folders; a wheel carries
 copies under lab/_data/.
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
 _PACKAGE = Path(__file__).resolve().parent
@@ -35,6 +36,10 @@ def experiments_dir() -> Path:
 
 def clients_dir() -> Path:
     return _find("clients")
+
+
+def sweeps_dir() -> Path:
+    return _find("sweeps")
 
 
 def repo_root() -> Path | None:
@@ -96,3 +101,37 @@ def name_of_file(path: Path) -> str:
     """The name a user-extensible file must define: ``03_sql_prepare.py`` -> ``sql-prepare``
     (a leading number only orders the files)."""
     return re.sub(r"^\d+_", "", path.stem).replace("_", "-")
+
+
+INSTALL_TIMEOUT_S = 300
+
+
+def install_dir(env_var: str, folder: str) -> Path:
+    """Where packages installed on demand go, outside the repository's tracked files:
+    ``$<env_var>``, else ``.<folder>/`` in a checkout (ignored by git), else
+    ``<state root>/<folder>``."""
+    from lab.state import state_root
+
+    explicit = os.environ.get(env_var)
+    if explicit:
+        return Path(explicit).expanduser().absolute()
+    root = repo_root()
+    return root / f".{folder}" if root is not None else state_root() / folder
+
+
+def run_installer(argv: Sequence[str], timeout: float = INSTALL_TIMEOUT_S) -> str | None:
+    """Run a package installer (pip, npm); None when it worked, else its last error line."""
+    import subprocess
+
+    try:
+        proc = subprocess.run(list(argv), capture_output=True, text=True,
+                              timeout=timeout, stdin=subprocess.DEVNULL)
+    except FileNotFoundError:
+        return f"{argv[0]} is not installed"
+    except subprocess.TimeoutExpired:
+        return f"{' '.join(argv[:3])} took longer than {timeout:.0f} s"
+    if proc.returncode == 0:
+        return None
+    lines = (proc.stderr + proc.stdout).strip().splitlines()
+    errors = [ln for ln in lines if "ERR" in ln or "error" in ln.lower()]
+    return ((errors or lines or [f"exit code {proc.returncode}"])[-1]).strip()[:300]

@@ -2,8 +2,9 @@
 
 Independent of Locust: one thread and one connection per target, by default every 0.5 s.
 
-* Postgres: client backends from ``pg_stat_activity`` grouped by role, application_name, state
-  and origin (``direct`` client, ``shared`` pooler host, ``dedicated`` pooler on the db host
+* Postgres: client backends from ``pg_stat_activity`` (samplers' own left out: a `lab status`
+  or a `lab watch` next to a run is not load) grouped by role, application_name, state and
+  origin (``direct`` client, ``shared`` pooler host, ``dedicated`` pooler on the db host
   itself, ``dedicated_auth`` that pooler's own auth_query login, ``local`` socket).
 * Each PgBouncer admin console: ``SHOW POOLS`` (clients active/waiting, servers active/idle,
   maxwait) and ``SHOW STATS`` counters with their deltas, always read by column name.
@@ -51,6 +52,7 @@ SELECT coalesce(usename, '') AS role,
        count(*) AS n
 FROM pg_stat_activity
 WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()
+  AND application_name IS DISTINCT FROM %(sampler_app)s
 GROUP BY 1, 2, 3, 4
 ORDER BY 1, 2, 3, 4
 """
@@ -135,7 +137,8 @@ class _TargetProbe:
 
     def _read(self) -> dict[str, Any]:
         if self.target.kind == "postgres":
-            groups = pg.rows(self.conn, BACKENDS_SQL, {"shared": self.shared})
+            groups = pg.rows(self.conn, BACKENDS_SQL, {"shared": self.shared,
+                                                       "sampler_app": SAMPLER_APP})
             by_origin: dict[str, int] = {}
             for g in groups:
                 origin = g["origin"]

@@ -71,3 +71,29 @@ class Progress:
             sys.stderr.write("\n")
             sys.stderr.flush()
         self._last = 0
+
+
+class Screen:
+    """A block of lines redrawn in place on a terminal (`lab status --watch`); elsewhere each
+    new block is printed once, after a blank line."""
+
+    def __init__(self) -> None:
+        self.tty = sys.stdout.isatty()
+        self._lines = 0
+        self._last: list[str] = []
+
+    def draw(self, lines: list[str]) -> None:
+        if lines == self._last:
+            return
+        self._last = list(lines)
+        if self.tty:
+            if self._lines:
+                sys.stdout.write(f"\x1b[{self._lines}F\x1b[J")  # up to the block, clear below
+            sys.stdout.write("\n".join(lines) + "\n")
+            sys.stdout.flush()
+            self._lines = len(lines)
+        else:
+            click.echo("\n".join(lines) + "\n")
+
+    def done(self) -> None:
+        self._lines = 0

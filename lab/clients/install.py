@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import importlib
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -26,18 +25,12 @@ from pathlib import Path
 
 from lab import resources
 from lab.clients.model import Driver
-from lab.state import state_root
 
 DIR_ENV = "POOLER_LAB_CLIENTS_DIR"
-INSTALL_TIMEOUT_S = 300
 
 
 def node_dir() -> Path:
-    explicit = os.environ.get(DIR_ENV)
-    if explicit:
-        return Path(explicit).expanduser().absolute()
-    root = resources.repo_root()
-    return root / ".clients" if root is not None else state_root() / "clients"
+    return resources.install_dir(DIR_ENV, "clients")
 
 
 def split_pin(driver: Driver, pkg: str) -> tuple[str, str]:
@@ -99,22 +92,6 @@ def versions(driver: Driver) -> dict[str, str]:
     return found
 
 
-def _run(argv: Sequence[str]) -> str | None:
-    """None when the command worked, else its last line of output."""
-    try:
-        proc = subprocess.run(list(argv), capture_output=True, text=True,
-                              timeout=INSTALL_TIMEOUT_S, stdin=subprocess.DEVNULL)
-    except FileNotFoundError:
-        return f"{argv[0]} is not installed"
-    except subprocess.TimeoutExpired:
-        return f"{' '.join(argv[:3])} took longer than {INSTALL_TIMEOUT_S} s"
-    if proc.returncode == 0:
-        return None
-    lines = (proc.stderr + proc.stdout).strip().splitlines()
-    errors = [ln for ln in lines if "ERR" in ln or "error" in ln.lower()]
-    return ((errors or lines or [f"exit code {proc.returncode}"])[-1]).strip()[:300]
-
-
 def ensure(drivers: Sequence[Driver], install: bool = True,
            log: Callable[[str], None] = lambda _t: None) -> dict[str, str]:
     """Install what the drivers miss (one pip and one npm call); returns, per driver that still
@@ -136,7 +113,7 @@ def ensure(drivers: Sequence[Driver], install: bool = True,
     failures: dict[str, str] = {}
     if wanted["pip"]:
         log(f"installing {' '.join(wanted['pip'])} with pip (once)")
-        failure = _run([sys.executable, "-m", "pip", "install", "--quiet",
+        failure = resources.run_installer([sys.executable, "-m", "pip", "install", "--quiet",
                         "--disable-pip-version-check", *wanted["pip"]])
         if failure:
             failures["pip"] = f"pip install failed: {failure}"
@@ -144,8 +121,9 @@ def ensure(drivers: Sequence[Driver], install: bool = True,
         folder = node_dir()
         folder.mkdir(parents=True, exist_ok=True)
         log(f"installing {' '.join(wanted['npm'])} with npm into {folder} (once)")
-        failure = _run(["npm", "install", "--prefix", str(folder), "--no-audit", "--no-fund",
-                        "--save-exact", "--loglevel=error", *wanted["npm"]])
+        failure = resources.run_installer(
+            ["npm", "install", "--prefix", str(folder), "--no-audit", "--no-fund",
+             "--save-exact", "--loglevel=error", *wanted["npm"]])
         if failure:
             failures["npm"] = f"npm install failed: {failure}"
     importlib.invalidate_caches()

@@ -158,7 +158,10 @@ class Context:
 
     # Postgres' view ------------------------------------------------------------------------
     def backends_by_origin(self, conn) -> dict[str, dict[str, int]]:
-        """Client backends per origin (direct, shared, dedicated, local) and role."""
+        """Client backends per origin (direct, shared, dedicated, local) and role; samplers'
+        own (a `lab watch` or `lab status` beside the experiment) are not counted."""
+        from lab.sampler import SAMPLER_APP
+
         rows = pg.rows(conn, """
             SELECT CASE WHEN client_addr IS NULL THEN 'local'
                         WHEN host(client_addr) IN ('127.0.0.1', '::1') THEN 'dedicated'
@@ -166,7 +169,8 @@ class Context:
                         ELSE 'direct' END AS origin,
                    coalesce(usename, '') AS role, application_name AS app, count(*) AS n
             FROM pg_stat_activity WHERE backend_type = 'client backend'
-            GROUP BY 1, 2, 3""", {"shared": self.shared_addresses})
+              AND application_name IS DISTINCT FROM %(sampler)s
+            GROUP BY 1, 2, 3""", {"shared": self.shared_addresses, "sampler": SAMPLER_APP})
         result: dict[str, dict[str, int]] = {}
         for r in rows:
             origin = result.setdefault(r["origin"], {})

@@ -6,17 +6,15 @@ from __future__ import annotations
 
 import contextlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from lab import clock, samples
 from lab.errors import LabError
+from lab.watch import frame
 
 NOT_STARTED = "not_started"
-# A target whose newest sample is older than this is not answering (the sampler samples every
-# 0.5 s and its probe waits up to 2 s for a dead host: staleness says it sooner than the error).
-STALE_S = 1.2
 
 
 @dataclass
@@ -24,6 +22,7 @@ class Live:
     """What the progress line shows; updated about once a second."""
 
     endpoint: str = ""
+    scenario: str = ""
     repeat: str = ""  # "r2/3" with --repeat, else ""
     elapsed_s: float = 0.0
     duration_s: float = 0.0
@@ -32,6 +31,10 @@ class Live:
     not_started: int = 0  # arrivals due but not started (queued now, or left at the end)
     rps: float = 0.0
     p95_ms: float | None = None
+    p50_ms: float | None = None
+    p99_ms: float | None = None
+    errors_by_class: dict[str, int] = field(default_factory=dict)  # this segment's
+    phase: str | None = None  # "spike" or "base" for a spiky schedule, else None
     backends: int | None = None
     waiting: int | None = None
     unreachable: str | None = None  # e.g. "transaction pooler not answering for 2.1 s"
@@ -82,12 +85,9 @@ def merge_sampler(live: Live, latest: dict[str, dict[str, Any]], endpoint: str,
         record = latest.get(name)
         if record is None:
             continue
-        age = now - float(record.get("t", now))
-        label = TARGET_LABELS.get(name, name)
-        if not record.get("ok"):
-            down.append(f"{label} refuses the sampler ({record.get('error') or 'failed'})"[:120])
-        elif age > STALE_S + float(record.get("ms", 0)) / 1000.0:
-            down.append(f"{label} not answering for {age:.1f} s")
+        ok, why = frame.reachable(record, now)
+        if not ok:
+            down.append(f"{TARGET_LABELS.get(name, name)} {why}"[:120])
     live.unreachable = "; ".join(down) or None
 
 
@@ -104,6 +104,7 @@ class SampleWatcher:
         self.segment_requests = 0
         self.segment_errors = 0
         self.segment_not_started = 0
+        self.segment_error_classes: dict[str, int] = {}
 
     def _read_new(self) -> None:
         for path in sorted((self.run_dir / "requests").glob("part-*.parquet")):
@@ -127,6 +128,8 @@ class SampleWatcher:
                 self.segment_requests += 1
                 if not ok:
                     self.segment_errors += 1
+                    key = cls or "other"
+                    self.segment_error_classes[key] = self.segment_error_classes.get(key, 0) + 1
                 self.recent.append((start, total, ok))
 
     def new_segment(self) -> None:
@@ -135,6 +138,7 @@ class SampleWatcher:
         self._read_new()
         self.recent = []
         self.segment_requests = self.segment_errors = self.segment_not_started = 0
+        self.segment_error_classes = {}
 
     def update(self, live: Live) -> None:
         self._read_new()
@@ -142,10 +146,13 @@ class SampleWatcher:
         self.recent = [r for r in self.recent if r[0] >= now - self.WINDOW_S - 2]
         window = [r for r in self.recent if r[0] >= now - self.WINDOW_S - 1]
         live.requests, live.errors = self.segment_requests, self.segment_errors
+        live.errors_by_class = dict(self.segment_error_classes)
         live.not_started = max(self.segment_not_started, queued_now(self.run_dir))
         live.rps = len(window) / self.WINDOW_S
         latencies = sorted(r[1] for r in window if r[2])
-        live.p95_ms = latencies[int(0.95 * (len(latencies) - 1))] if latencies else None
+        live.p50_ms, live.p95_ms, live.p99_ms = (
+            (latencies[int(q * (len(latencies) - 1))] if latencies else None)
+            for q in (0.50, 0.95, 0.99))
 
     def totals(self) -> tuple[int, int]:
         """(requests started, failed) of the whole run, from the merged samples."""
@@ -181,11 +188,25 @@ def clear_live_files(run_dir: Path) -> None:
             path.unlink()
 
 
-def test_started_at(run_dir: Path, endpoint: str) -> float | None:
-    """When the Locust test of the current segment started (its schedule file's t0)."""
+def test_schedule(run_dir: Path,
+                  endpoint: str) -> tuple[float, list[list[float]] | None] | None:
+    """(t0, spike windows as absolute [start, end] pairs, None for a schedule without spikes)
+    of the current segment's Locust test, from the first process's schedule file (every
+    process shares them), once it has started."""
     for path in sorted((run_dir / "schedule").glob(f"{endpoint}-*.json")):
         with contextlib.suppress(OSError, ValueError, TypeError):
-            t0 = json.loads(path.read_text()).get("t0")
+            data = json.loads(path.read_text())
+            t0 = data.get("t0")
             if isinstance(t0, int | float):
-                return float(t0)
+                spikes = [[float(a), float(b)] for a, b in data.get("spikes") or []]
+                streams = data.get("streams") or {}
+                spiky = any((s or {}).get("spike_every") for s in streams.values())
+                return float(t0), spikes if (spikes or spiky) else None
     return None
+
+
+def phase_at(spikes: list[list[float]] | None, now: float) -> str | None:
+    """"spike" inside a spike window, "base" outside, None for a schedule without spikes."""
+    if spikes is None:
+        return None
+    return "spike" if any(a <= now < b for a, b in spikes) else "base"

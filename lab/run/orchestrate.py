@@ -28,6 +28,7 @@ NOISY_LOAD_PER_CORE = 0.75  # a load average above this share of the cores befor
 # stopped, and the run ends there with what it measured.
 STUCK_AFTER_S = 40.0
 MIN_FREE_BYTES = 2 << 20  # below this, the run directory's disk counts as full
+TICK_S = 0.5  # the live counters' update (the live view draws them twice a second)
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,7 @@ class _Run:
     progress: Progress | None
     log: Log
     fault_ctx: Any = None  # lab.faults.actions.FaultContext, with --fault
+    feed: Any = None  # lab.watch.feed.Publisher: the live view's frames
 
 
 def execute(spec: RunSpec, legs: list[Leg], endpoints: tuple[str, ...], command: list[str],
@@ -106,6 +108,7 @@ def execute(spec: RunSpec, legs: list[Leg], endpoints: tuple[str, ...], command:
     doc["started_at"] = manifest.iso(clock.now())
     try:
         state.sampler.start()
+        state.feed = _feed(state, run_id).start()
         first = True
         for repeat in range(1, spec.repeat + 1):
             for leg in legs:
@@ -128,6 +131,8 @@ def execute(spec: RunSpec, legs: list[Leg], endpoints: tuple[str, ...], command:
                            "measured so far is kept there",
                            fix="free some space, or give --reports-dir on another disk")
     finally:
+        if state.feed is not None:
+            state.feed.stop()
         state.sampler.stop()
         if state.fault_ctx is not None:
             with contextlib.suppress(Exception):
@@ -172,6 +177,29 @@ def _lab_after(run: _Run) -> dict[str, str]:
     with contextlib.suppress(OSError):
         manifest.write(run.run_dir, run.manifest)
     return down
+
+
+def _feed(run: _Run, run_id: str):
+    """The live view's frames (lab.watch.feed): every half second, what the sampler holds now
+    and what the current segment's load is doing; `lab watch` of the lab follows them."""
+    from lab.watch import feed, frame
+
+    settings: dict[str, Any] = {}
+    names: tuple[str, ...] = ()
+    if run.targets.lab is not None:
+        from lab import config as cfgmod
+
+        settings = frame.settings_of(cfgmod.from_dict(run.targets.lab))
+        names = frame.ENDPOINTS
+    limits = frame.limits_of(settings)
+    lab = run.spec.lab_name if run.targets.lab is not None else None
+
+    def build(now: float) -> dict[str, Any]:
+        conns = frame.connections(dict(run.sampler.latest), now, limits, names)
+        part = frame.run_part(run.live, run_id) if run.live.endpoint else None
+        return frame.make(lab or "target", now, conns, part, settings, "run")
+
+    return feed.Publisher(run.run_dir, lab, build)
 
 
 def _measure_network(spec: RunSpec, targets: Targets, endpoints: tuple[str, ...],
@@ -232,6 +260,8 @@ def _segment(run: _Run, leg: Leg, endpoint: str, repeat: int) -> tuple[bool, Run
     run.watcher.new_segment()
     live.clear_live_files(run.run_dir)
     run.live.endpoint = endpoint
+    run.live.scenario = leg.scenario.name
+    run.live.phase = None
     run.live.repeat = f"r{repeat}/{spec.repeat}" if spec.repeat > 1 else ""
     run.live.noisy = _noisy_now(segment["noise"]["load_avg"], run.manifest)
     run.live.done = False
@@ -284,22 +314,31 @@ def _run_child(run: _Run, leg: Leg, endpoint: str, repeat: int,
     began = clock.now()
     interrupted = stuck = False
     armed = False
+    schedule = None
+    shown = 0.0
     try:
         while proc.poll() is None:
             if clock.now() > began + spec.duration_s + STUCK_AFTER_S:
                 stuck = True
                 break
-            # until the faults are scheduled, look for the load's start more often
-            time.sleep(1.0 if injector is None or armed else 0.2)
+            # until the faults are scheduled, look for the load's start more often; twice a
+            # second after it (the live view's frames), the progress line once a second
+            time.sleep(TICK_S if injector is None or armed else 0.2)
             # the Locust test starts a second or two after the process: count from its start
-            started_at = live.test_started_at(run.run_dir, endpoint)
-            t0 = started_at or began
-            if injector is not None and not armed and started_at is not None:
-                injector.start(started_at)  # every fault at load start + AT
+            if schedule is None:
+                schedule = live.test_schedule(run.run_dir, endpoint)
+            t0 = schedule[0] if schedule else began
+            if injector is not None and not armed and schedule is not None:
+                injector.start(t0)  # every fault at load start + AT
                 armed = True
-            state.elapsed_s = max(0.0, clock.now() - t0)
+            now = clock.now()
+            state.elapsed_s = max(0.0, now - t0)
+            state.phase = live.phase_at(schedule[1], now) if schedule else None
             state.fault = "; ".join(injector.active()) if injector is not None else None
-            _tick(run, endpoint, name)
+            show = now - shown >= 0.95
+            if show:
+                shown = now
+            _tick(run, endpoint, name, show)
     except KeyboardInterrupt:
         interrupted = True
     finally:
@@ -311,6 +350,7 @@ def _run_child(run: _Run, leg: Leg, endpoint: str, repeat: int,
             state.fault = None
     run.watcher.update(state)
     state.done = True
+    state.phase = None
     if run.progress:
         run.progress(state)
     return exit_code, interrupted, stuck
@@ -329,9 +369,11 @@ def disk_full(run_dir: Path) -> str | None:
     return f"the disk holding {run_dir} is full ({free / 2**20:.1f} MB left)"
 
 
-def _tick(run: _Run, endpoint: str, name: str) -> None:
+def _tick(run: _Run, endpoint: str, name: str, show: bool = True) -> None:
     run.watcher.update(run.live)
     live.merge_sampler(run.live, dict(run.sampler.latest), endpoint)
+    if not show:
+        return
     if manifest.locust_cpu_warnings(run.run_dir / "locust" / f"{name}.log"):
         said = "Locust above 90% CPU: its numbers are suspect"
         if said not in (run.live.noisy or ""):
