@@ -61,6 +61,19 @@ def test_a_failed_or_stale_target_is_unreachable_with_the_reason():
     assert any(ln.startswith("transaction") and "UNREACHABLE" in ln for ln in lines)
 
 
+def test_a_password_quoted_by_an_error_is_masked_in_the_feed_and_the_stream(tmp_path):
+    secret = "s3cr3t-Pa55"
+    bad = {"t": 1.0, "postgres": {"error": f"could not connect with password={secret}"}}
+    pub = feed.Publisher(tmp_path, None, lambda now: bad, secrets=(secret,))
+    pub.start()  # a frame every half second, and a last one at the stop
+    pub.stop()
+    assert secret not in (tmp_path / feed.FEED_FILE).read_text()
+    h = hub.Hub()
+    h.secrets = (secret,)
+    h.publish(bad)
+    assert secret not in h.since(0)[0][1]
+
+
 def test_a_frame_never_carries_a_secret():
     f = frame.make("x", 1.0, frame.connections(records(1.0), 1.0, LIMITS), None,
                    {"tier": "micro", **LIMITS}, "lab")

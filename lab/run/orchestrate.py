@@ -199,7 +199,7 @@ def _feed(run: _Run, run_id: str):
         part = frame.run_part(run.live, run_id) if run.live.endpoint else None
         return frame.make(lab or "target", now, conns, part, settings, "run")
 
-    return feed.Publisher(run.run_dir, lab, build)
+    return feed.Publisher(run.run_dir, lab, build, secrets=run.targets.secret_values)
 
 
 def _measure_network(spec: RunSpec, targets: Targets, endpoints: tuple[str, ...],

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from lab import clock
+from lab.run.manifest import redact
 from lab.state import state_root
 
 FEED_FILE = "watch.jsonl"
@@ -51,12 +52,13 @@ class Publisher:
     it to the feed. Started after the sampler, stopped before the run directory is finished."""
 
     def __init__(self, run_dir: Path, lab: str | None, build: Callable[[float], dict[str, Any]],
-                 interval: float = INTERVAL_S):
+                 interval: float = INTERVAL_S, secrets: tuple[str, ...] = ()):
         self.path = run_dir / FEED_FILE
         self.run_dir = run_dir
         self.lab = lab
         self.build = build
         self.interval = interval
+        self.secrets = secrets  # masked wherever a sampler's error message might quote one
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._fh = None
@@ -89,7 +91,8 @@ class Publisher:
         if self._fh is None:
             return
         try:
-            self._fh.write(json.dumps(frame, separators=(",", ":")) + "\n")
+            text = json.dumps(frame, separators=(",", ":"))
+            self._fh.write(redact(text, self.secrets) + "\n")
         except (OSError, ValueError) as exc:
             self.error = self.error or str(exc)
 

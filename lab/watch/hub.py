@@ -14,6 +14,7 @@ WINDOW_S = 300.0
 class Hub:
     def __init__(self, window_s: float = WINDOW_S):
         self.window_s = window_s
+        self.secrets: tuple[str, ...] = ()  # the lab's passwords, masked in every frame
         self._frames: deque[tuple[int, float, str]] = deque()
         self._cond = threading.Condition()
         self.seq = 0
@@ -21,7 +22,9 @@ class Hub:
         self.latest: dict[str, Any] | None = None
 
     def publish(self, frame: dict[str, Any]) -> None:
-        text = json.dumps(frame, separators=(",", ":"))
+        from lab.run.manifest import redact
+
+        text = redact(json.dumps(frame, separators=(",", ":")), self.secrets)
         t = float(frame.get("t") or 0.0)
         with self._cond:
             self.seq += 1

@@ -55,6 +55,7 @@ class LabSource(_Looping):
         cfg, state, containers = stack.require_running(name)
         self.name = name
         self.hub = hub
+        hub.secrets = tuple(state.secrets().values())
         self.interval = interval
         self.settings = frame.settings_of(cfg)
         self.limits = frame.limits_of(self.settings)
