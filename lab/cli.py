@@ -706,14 +706,34 @@ def clients(endpoints, drivers, prepared, timeout, no_install, list_only, instal
 @click.option("--compare", "compare_dir", type=click.Path(path_type=Path), metavar="RUN_B",
               help="Another run directory: a table of what changed, and both runs in every "
                    "figure (written to RUN_DIR/compare-<RUN_B id>/).")
+@click.option("--objective", metavar="TEXT",
+              help="A sweep directory only: the objective of the capacity answer, e.g. "
+                   "\"p99<100ms,errors<0.1%\" (default: the sweep's own).")
+@click.option("--baseline", type=ENDPOINT_CHOICE,
+              help="A sweep directory only: the endpoint the ratios divide by.")
 @json_option
-def report(run_dir, compare_dir, as_json):
+def report(run_dir, compare_dir, objective, baseline, as_json):
     """Write report.html, report.md and figures/ for RUN_DIR (reports/<run-id>).
 
     Prints the HTML's path, then the Markdown's. The HTML is one self-contained file. With
     --json, prints the analysis (segments, outages, recommendations, warnings) and writes
-    nothing.
+    nothing. A sweep directory (lab sweep) gets the sweep's report: curves, ratios, capacity.
     """
+    from lab import sweep as sweepmod
+
+    if sweepmod.is_sweep_dir(run_dir):
+        if compare_dir is not None:
+            raise click.UsageError("a sweep compares its own points; leave out --compare")
+        if as_json:
+            click.echo(json.dumps(sweepmod.to_json(sweepmod.analyze(run_dir, objective,
+                                                                    baseline)), indent=2))
+            return
+        paths = sweepmod.build_sweep_report(run_dir, objective, baseline)
+        term.info(str(paths.html))
+        term.info(str(paths.markdown))
+        return
+    if objective or baseline:
+        raise click.UsageError("--objective and --baseline are for sweep directories")
     if as_json:
         from lab import analysis
 
@@ -826,6 +846,94 @@ def bench(quick, duration, cooldown, seed, workers, repeat, reports_dir, network
         term.warn("interrupted: the report covers what was measured")
         sys.exit(130)
     result.check_lab_whole()
+
+
+# -- sweeps ---------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("scenario", required=False)
+@click.option("--vary", "vary", multiple=True, metavar="KEY=V1,V2,...",
+              help="Sweep KEY over the values (repeatable: the cross product). Lab settings "
+                   "(tier, pool_size, pool_sharing, max_prepared_statements, max_connections, "
+                   "network, ssl_enforce, ...) bring the lab up again between points; users, "
+                   "sslmode and scenario parameters (P.NAME, or NAME) vary within one lab.")
+@click.option("--endpoint", "-e", "endpoints", multiple=True,
+              type=click.Choice([*ENDPOINTS, "all"]),
+              help="Endpoint to load at every point (repeatable; 'all' = the four).")
+@click.option("--preset", metavar="NAME|FILE",
+              help="A built-in sweep (lab sweep --list) or a preset file; flags override it.")
+@click.option("--list", "list_presets", is_flag=True, help="List the presets and stop.")
+@click.option("--objective", metavar="TEXT",
+              help="The capacity answer's objective, e.g. \"p99<100ms,errors<0.1%\" "
+                   "(p50/p95/p99 in ms or s; errors, not_started in %).")
+@click.option("--baseline", type=ENDPOINT_CHOICE,
+              help="The endpoint the report's ratios divide by (default: the first).")
+@click.option("--duration", help="Load time per endpoint and point (default 30s).")
+@click.option("--cooldown", help="Pause between endpoints (default 5s).")
+@click.option("--users", type=int, help="Locust users, when not swept.")
+@click.option("--spawn-rate", type=float, help="Users started per second (default: all at once).")
+@click.option("--workers", type=int, default=1, show_default=True,
+              help="Locust processes on this machine.")
+@click.option("--seed", type=int, default=1, show_default=True,
+              help="Seed of the arrival schedule, the same at every point.")
+@click.option("--repeat", type=int,
+              help="Run every segment of every point N times, interleaved (95% intervals).")
+@click.option("--sslmode", type=click.Choice(SSLMODES), help="The clients' sslmode.")
+@click.option("-P", "--param", "params", multiple=True, metavar="KEY=VALUE",
+              help="A fixed scenario parameter (see lab scenarios).")
+@click.option("--reports-dir", type=click.Path(path_type=Path, file_okay=False),
+              default=Path("reports"), show_default=True,
+              help="Where the sweep directory is written.")
+@click.option("--dry-run", is_flag=True, help="Print the plan and its estimate; run nothing.")
+@click.option("--resume", type=click.Path(path_type=Path, file_okay=False), metavar="DIR",
+              help="Run the points of an interrupted sweep that have not finished.")
+@watch_option
+@name_option
+def sweep(scenario, vary, endpoints, preset, list_presets, objective, baseline, duration,
+          cooldown, users, spawn_rate, workers, seed, repeat, sslmode, params, reports_dir,
+          dry_run, resume, watch, name):
+    """Run SCENARIO over the cross product of --vary values on each --endpoint: curves.
+
+    Writes reports/<sweep-id>/ (a run directory per point and sweep.json), then its report
+    (curves, knees, ratios, the capacity answer), and prints the sweep directory as its last
+    line. Ctrl-C keeps every finished point; lab sweep --resume DIR runs the rest.
+    """
+    from lab import sweep as sweepmod
+
+    if list_presets:
+        for p in sweepmod.presets():
+            term.heading(f"{p.name}  ({p.scenario} on {', '.join(p.endpoints)})")
+            click.echo(f"  {p.question}")
+            click.echo(f"  vary {'; '.join(p.vary)}")
+        return
+    request = sweepmod.SweepRequest(
+        scenario=scenario, vary=tuple(vary), endpoints=tuple(endpoints), preset=preset,
+        users=users, spawn_rate=spawn_rate, workers=workers, params=_params(params), seed=seed,
+        duration=duration, cooldown=cooldown, repeat=repeat, sslmode=sslmode,
+        objective=objective, baseline=baseline, lab_name=name, reports_dir=reports_dir,
+        resume=resume, dry_run=dry_run)
+    printer = term.Progress()
+    try:
+        with _watching(watch and not dry_run, name):
+            result = sweepmod.sweep(request,
+                                    show_plan=lambda lines: click.echo("\n".join(lines)),
+                                    progress=_show_live(printer), log=_progress)
+    finally:
+        printer.done()
+    if result.sweep_dir is None:
+        return
+    term.info(f"{result.done} point(s) measured, {result.failed} failed, {result.left} left")
+    if result.report is not None:
+        term.info(str(result.report.html))
+    elif result.report_error:
+        term.warn(f"no report: {result.report_error}")
+    click.echo(str(result.sweep_dir))
+    if result.interrupted:
+        term.warn(f"interrupted: kept every finished point; lab sweep --resume "
+                  f"{result.sweep_dir} runs the rest")
+        sys.exit(130)
+    result.check()
 
 
 # -- entry point ---------------------------------------------------------------------------

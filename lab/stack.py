@@ -210,17 +210,37 @@ def up(name: str = "default", config_path: Path | None = None,
     return _bring_up(cfg, explicit, log)
 
 
-def up_with(name: str, changes: Mapping[str, Any], log: Log = print) -> UpResult:
-    """Bring a lab up again with its saved settings, ``changes`` applied (lab bench
-    --network). A new network preset replaces the saved round trips."""
-    state = LabState(name)
-    saved = state.load_settings()
+# What a tier preset sets: a new tier brings its own values unless they change with it.
+TIER_KEYS = ("max_connections", "max_client_conn", "pool_size")
+
+
+def settings_with(saved: cfgmod.LabConfig, changes: Mapping[str, Any]) -> dict[str, Any]:
+    """A lab's saved settings with ``changes`` applied, as lab.toml-style keys. A new network
+    preset replaces the saved round trips, a new tier the saved limits (unless ``changes``
+    sets them too)."""
     settings = {k: v for k, v in saved.to_dict().items() if k in cfgmod.SETTING_KEYS}
     settings.update({f"{ep}_port": port for ep, port in saved.ports.items()})
     if "network" in changes:
         for key in cfgmod.RTT_KEYS:
             settings.pop(key, None)
+    if "tier" in changes:
+        for key in TIER_KEYS:
+            settings.pop(key, None)
     settings.update(changes)
+    return settings
+
+
+def config_with(saved: cfgmod.LabConfig, changes: Mapping[str, Any]) -> cfgmod.LabConfig:
+    """The settings ``up_with`` would bring the lab up with (validated; nothing started)."""
+    return cfgmod.load_config(saved.name, settings_with(saved, changes), None,
+                              source="the lab's saved settings")
+
+
+def up_with(name: str, changes: Mapping[str, Any], log: Log = print) -> UpResult:
+    """Bring a lab up again with its saved settings, ``changes`` applied (lab bench
+    --network, lab sweep). See ``settings_with``."""
+    saved = LabState(name).load_settings()
+    settings = settings_with(saved, changes)
     cfg = cfgmod.load_config(name, settings, None, source="the lab's saved settings")
     return _bring_up(cfg, set(settings), log)
 
