@@ -29,6 +29,7 @@ NOISY_LOAD_PER_CORE = 0.75  # a load average above this share of the cores befor
 STUCK_AFTER_S = 40.0
 MIN_FREE_BYTES = 2 << 20  # below this, the run directory's disk counts as full
 TICK_S = 0.5  # the live counters' update (the live view draws them twice a second)
+DISK_CHECK_S = 2.0  # how often a segment looks whether the run directory's disk is full
 
 
 @dataclass(frozen=True)
@@ -315,12 +316,18 @@ def _run_child(run: _Run, leg: Leg, endpoint: str, repeat: int,
     interrupted = stuck = False
     armed = False
     schedule = None
-    shown = 0.0
+    shown = checked_disk = 0.0
     try:
         while proc.poll() is None:
             if clock.now() > began + spec.duration_s + STUCK_AFTER_S:
                 stuck = True
                 break
+            if clock.now() - checked_disk >= DISK_CHECK_S:
+                # a full disk ends the segment now (its failure is said by _segment), rather
+                # than after Locust fails to write for the rest of its run and its stop
+                checked_disk = clock.now()
+                if disk_full(run.run_dir):
+                    break
             # until the faults are scheduled, look for the load's start more often; twice a
             # second after it (the live view's frames), the progress line once a second
             time.sleep(TICK_S if injector is None or armed else 0.2)
