@@ -167,6 +167,7 @@ class _Process:
         self.live_final = False  # the stop's live file is written: no more ticks
         self.user_ids = itertools.count()
         self.server_ids = itertools.count()
+        self._worker_index: int | None = None
         self.secrets = _passwords([self.target_uri, *self.target_uris.values()])
 
     # -- clocks and identity
@@ -178,6 +179,13 @@ class _Process:
     def worker(self) -> int:
         runner = getattr(self.environment, "runner", None)
         return max(0, int(getattr(runner, "worker_index", 0) or 0))
+
+    @property
+    def worker_index(self) -> int:
+        """``worker``, read once per test (every row of the request path carries it)."""
+        if self._worker_index is None:
+            self._worker_index = self.worker
+        return self._worker_index
 
     @property
     def is_master(self) -> bool:
@@ -212,8 +220,9 @@ class _Process:
     def record(self, row: tuple) -> None:
         if self.run_dir is None:
             return
-        self._ensure_writer()
-        self.writer.add(row)
+        if self.writer is None or self.flusher is None:
+            self._ensure_writer()
+        self.writer.rows.append(row)  # the flusher writes them, once a second
 
     def record_not_started(self, what: _RowKind, dues: Iterable[float], message: str) -> int:
         """One ``not_started`` row per due time (perf_counter): the arrival never started."""
@@ -293,6 +302,7 @@ class _Process:
     def start_test(self, environment) -> None:
         self.environment = environment
         self.stopping = self.quitting = False
+        self._worker_index = None
         self.t0_perf = time.perf_counter()
         self.run_time = _run_time(environment)
         if self.is_master:
@@ -888,6 +898,7 @@ class LabUser(User):
         self.connector: _Connector | None = None
         self.endpoint_name = PROCESS.endpoint
         self.scenario_name = PROCESS.scenario_of(type(self))
+        self._context = {"phase": self.phase}  # Locust's request context, the same each time
 
     # -- configuration
 
@@ -926,62 +937,76 @@ class LabUser(User):
     def request(self, work: Callable[[Request], Any], *, name: str | None = None,
                 intended: float | None = None) -> bool:
         """Run ``work`` on a connection from this user's strategy; record one row. A request
-        Locust kills at the stop (GreenletExit) records an ``unfinished`` row, then ends."""
-        name = name or self.request_name
-        start = time.perf_counter()
-        intended = start if intended is None else min(intended, start)
+        Locust kills at the stop (GreenletExit) records an ``unfinished`` row, then ends.
+
+        The request path (bench/request_path.py counts its cost): plain try/except rather
+        than context managers, the clock read once per step, nothing computed for a success
+        that only a failure needs."""
+        perf = time.perf_counter
+        start = perf()
+        intended = start if intended is None or intended > start else intended
         connect_ms = NAN
         error: BaseException | None = None
         conn = None
         req = None
         PROCESS.inflight += 1
         try:
-            began = time.perf_counter()
             try:
                 conn = self.connector.get()
             finally:
-                connect_ms = (time.perf_counter() - began) * 1000.0
+                connected = perf()
+                connect_ms = (connected - start) * 1000.0
             req = Request(conn)
             work(req)
         except Exception as exc:  # every failure is a sample; the load goes on
             error = exc
         except gevent.GreenletExit:
             # Cut off by the stop: the times so far, recorded before anything can block.
-            end = time.perf_counter()
+            end = perf()
             query_ms = req.query_s * 1000.0 if req is not None and req.queries else NAN
-            self._record(name, intended, start, end, connect_ms, query_ms,
-                         _Unfinished(end - start))
+            self._record(name or self.request_name, intended, start, end, connect_ms,
+                         query_ms, _Unfinished(end - start))
             raise
         finally:
             PROCESS.inflight -= 1
             if conn is not None:
-                with contextlib.suppress(Exception):
+                try:  # noqa: SIM105 - contextlib.suppress costs a context manager per request
                     self.connector.put(conn, failed=error is not None or req is None
                                        or not _finished(conn))
-        query_ms = req.query_s * 1000.0 if req is not None and req.queries else NAN
-        end = time.perf_counter()
-        self._record(name, intended, start, end, connect_ms, query_ms, error)
+                except Exception:  # a connection that cannot be put back is dropped
+                    pass
+        end = perf()
+        self._record(name or self.request_name, intended, start, end, connect_ms,
+                     req.query_s * 1000.0 if req is not None and req.queries else NAN, error)
         return error is None
 
     def _record(self, name: str, intended: float, start: float, end: float,
                 connect_ms: float, query_ms: float, error: BaseException | None) -> None:
-        service_ms = (end - start) * 1000.0
+        process = PROCESS
+        to_wall = process.anchor_wall - process.anchor_perf  # PROCESS.wall, inlined
         total_ms = (end - intended) * 1000.0
         if error is None:
-            error_class = sqlstate = message = None
-        elif isinstance(error, _Unfinished):
+            process.record((self.scenario_name, self.endpoint_name, self.phase, name,
+                            process.worker_index, self.user_index, intended + to_wall,
+                            start + to_wall, connect_ms, query_ms, (end - start) * 1000.0,
+                            total_ms, True, None, None, None, process.repeat))
+            self.environment.events.request.fire(
+                request_type=self.endpoint_name, name=name, response_time=total_ms,
+                response_length=0, context=self._context, exception=None,
+                start_time=start + to_wall)
+            return
+        if isinstance(error, _Unfinished):
             error_class, sqlstate, message = UNFINISHED, None, str(error)
         else:
-            error_class, sqlstate, message = classify(error, secrets=PROCESS.secrets)
-        PROCESS.record((self.scenario_name, self.endpoint_name, self.phase, name,
-                        PROCESS.worker, self.user_index, PROCESS.wall(intended),
-                        PROCESS.wall(start), connect_ms, query_ms, service_ms, total_ms,
-                        error is None, error_class, sqlstate, message, PROCESS.repeat))
+            error_class, sqlstate, message = classify(error, secrets=process.secrets)
+        process.record((self.scenario_name, self.endpoint_name, self.phase, name,
+                        process.worker_index, self.user_index, intended + to_wall,
+                        start + to_wall, connect_ms, query_ms, (end - start) * 1000.0,
+                        total_ms, False, error_class, sqlstate, message, process.repeat))
         self.environment.events.request.fire(
             request_type=self.endpoint_name, name=name, response_time=total_ms,
-            response_length=0, context={"phase": self.phase},
-            exception=None if error is None else RequestFailed(f"{error_class}: {message}"),
-            start_time=PROCESS.wall(start))
+            response_length=0, context=self._context,
+            exception=RequestFailed(f"{error_class}: {message}"), start_time=start + to_wall)
 
     def row_kind(self) -> _RowKind:
         return _RowKind(self.scenario_name, self.endpoint_name, self.phase, self.request_name)
@@ -995,11 +1020,15 @@ class _Unfinished(Exception):
                          f"{seconds:.2f} s)")
 
 
+_IDLE = psycopg.pq.TransactionStatus.IDLE
+
+
 def _finished(conn: psycopg.Connection) -> bool:
     """The connection is idle (not killed mid-query): a pool or session may keep it."""
-    with contextlib.suppress(Exception):
-        return conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
-    return False
+    try:
+        return conn.info.transaction_status == _IDLE
+    except Exception:
+        return False
 
 
 class SessionUser(LabUser):
