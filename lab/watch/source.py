@@ -48,27 +48,40 @@ class _Looping:
 
 class LabSource(_Looping):
     def __init__(self, name: str, hub: Hub, interval: float = INTERVAL_S):
-        from lab import sampler as samplermod
         from lab import stack
-        from lab.connect import endpoints
 
-        cfg, state, containers = stack.require_running(name)
+        stack.require_running(name)  # a one-line error naming `lab up` when it is not
         self.name = name
         self.hub = hub
-        hub.secrets = tuple(state.secrets().values())
         self.interval = interval
-        self.settings = frame.settings_of(cfg)
-        self.limits = frame.limits_of(self.settings)
-        targets = samplermod.lab_targets(cfg, endpoints(cfg, containers))
-        self._make_sampler = lambda: samplermod.Sampler(
-            targets, samplermod.lab_passwords(state.secrets(), targets),
-            shared=samplermod.shared_addresses(containers), interval=interval)
         self.sampler = None
+        self._settings_seen: float | None = None
+        self._configure()
         self.following: Path | None = None  # the run directory whose feed is read
         self._tail: feed.Tail | None = None
         self._last_frame_at = 0.0
         self._last_t = 0.0
         self._stop = threading.Event()
+
+    def _configure(self) -> None:
+        """The lab's settings, targets and passwords, read again whenever its settings file
+        changes (a sweep or `lab up --tier` brings it up with other limits)."""
+        from lab import engine, stack
+        from lab import sampler as samplermod
+        from lab.connect import endpoints
+
+        cfg, state = stack.load(self.name)
+        self._settings_seen = _mtime(state.settings_path)
+        containers = engine.project_containers(cfg.project)
+        self.hub.secrets = tuple(state.secrets().values())
+        self.settings = frame.settings_of(cfg)
+        self.limits = frame.limits_of(self.settings)
+        targets = samplermod.lab_targets(cfg, endpoints(cfg, containers))
+        passwords = samplermod.lab_passwords(state.secrets(), targets)
+        shared = samplermod.shared_addresses(containers)
+        self._make_sampler = lambda: samplermod.Sampler(targets, passwords, shared=shared,
+                                                        interval=self.interval)
+        self._stop_sampler()
 
     def _loop(self) -> None:
         while not self._stop.is_set():
@@ -100,6 +113,10 @@ class LabSource(_Looping):
             self.hub.publish(f)
 
     def _sample(self) -> None:
+        from lab.state import LabState
+
+        if _mtime(LabState(self.name).settings_path) != self._settings_seen:
+            self._configure()
         if self.sampler is None:
             self.sampler = self._make_sampler().start()
             return  # its first records arrive within a tick
@@ -115,6 +132,13 @@ class LabSource(_Looping):
     def stop(self) -> None:
         super().stop()
         self._stop_sampler()
+
+
+def _mtime(path: Path) -> float | None:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return None
 
 
 class ReplaySource(_Looping):
