@@ -175,6 +175,9 @@ def served(tmp_path, monkeypatch):
     dist.mkdir(parents=True)
     (dist / "uPlot.iife.min.js").write_text("var uPlot = function() {};")
     (dist / "uPlot.min.css").write_text(".uplot {}")
+    from lab.watch import assets
+
+    (dist.parent / "package.json").write_text(json.dumps({"version": assets.VERSION}))
     h = hub.Hub()
     started: list[server.Server] = []
 
@@ -229,6 +232,20 @@ def test_beyond_the_loopback_the_token_is_required(served):
     status, page = get(base + f"?token={s.token}")
     assert status == 200 and f"watch.js?token={s.token}".encode() in page  # assets carry it
     assert get(base + "frame.json", {"Authorization": f"Bearer {s.token}"})[0] == 200
+
+
+def test_a_port_in_use_or_a_foreign_address_is_one_line(served, tmp_path):
+    from lab.errors import LabError
+    from lab.watch import open_view
+
+    _, serve = served
+    s = serve()
+    (tmp_path / feed.FEED_FILE).write_text(json.dumps({"t": 1.0}) + "\n")
+    for bind, port, said in (("127.0.0.1", s.port, "Address already in use"),
+                             ("10.255.255.1", 0, "Cannot assign requested address")):
+        with pytest.raises(LabError) as err:
+            open_view(run_dir=tmp_path, bind=bind, port=port, install=False)
+        assert said in err.value.one_line() and "--port" in err.value.one_line()
 
 
 def test_the_stream_sends_the_window_then_each_new_frame(served):

@@ -138,9 +138,15 @@ def serve(hub: Hub, bind: str = "127.0.0.1", port: int = 0, token: str | None = 
     """Serve the page on ``bind:port`` (0: a free port) on a thread; a token is made when
     ``bind`` is not the loopback and none is given."""
     import logging
+    import socket
 
     from werkzeug.serving import make_server
 
+    # Werkzeug prints its own text and exits when it cannot bind: try the address first, so
+    # a port in use or a foreign address is an OSError the caller turns into one line.
+    with socket.socket(socket.AF_INET6 if ":" in bind else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind((bind, port))
     loopback = is_loopback(bind)
     if not loopback and token is None:
         token = secrets.token_urlsafe(18)
