@@ -146,6 +146,10 @@ class ReplaySource(_Looping):
 
     def __init__(self, run_dir: Path, hub: Hub, speed: float = 1.0):
         path = run_dir / feed.FEED_FILE
+        if not run_dir.is_dir():
+            raise LabError(f"{run_dir} is not a run directory",
+                           fix="give the path a run printed (reports/<run-id>), or no path for "
+                               "the live lab")
         if not path.is_file():
             raise LabError(f"{run_dir} has no live view recorded ({feed.FEED_FILE}: runs made "
                            "before lab watch existed have none)",
