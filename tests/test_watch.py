@@ -234,3 +234,18 @@ def shrink(src: Path, dest: Path) -> None:
     img = Image.open(src).convert("RGB")
     img = img.resize((img.width * 3 // 4, img.height * 3 // 4), Image.LANCZOS)
     img.quantize(colors=256, method=Image.Quantize.FASTOCTREE).save(dest, optimize=True)
+
+
+def test_status_watch_prints_the_same_numbers_until_ctrl_c(lab):
+    proc = start(lab, "status", "--watch")
+    time.sleep(3)
+    stop(proc)
+    out, err = proc.communicate(timeout=10)
+    assert proc.returncode == 0, err
+    block = out.strip().split("\n\n")[0].splitlines()
+    assert block[0].startswith(f"lab {lab.name} (micro): Postgres backends ")
+    assert block[0].split("Postgres backends ")[1].split()[0].endswith("/60")
+    rows = {line.split()[0]: line for line in block[2:]}
+    assert set(rows) == {"direct", "session", "transaction", "dedicated"}
+    assert "pool_size 15, max_client_conn 200" in rows["transaction"]
+    assert "UNREACHABLE" not in out and "Traceback" not in err
