@@ -7,7 +7,7 @@ PYTEST := $(VENV)/bin/pytest
 # Test selection and options, e.g. `make test PYTEST_ARGS="-k stack -x"`.
 PYTEST_ARGS ?=
 
-.PHONY: setup image up demo test unit lint bench clean clients
+.PHONY: setup image up demo test test-heavy unit lint bench clean clients
 
 ## setup: create the virtual environment and install the lab (with Compose v2 if missing)
 setup: $(VENV)/.installed
@@ -44,9 +44,14 @@ demo: up
 clients: setup
 	$(LAB) clients --install-only
 
-## test: the whole suite, the real compose stack included
+## test: the whole suite, the real compose stack included (not the heavy tier tests)
 test: image clients
-	$(PYTEST) $(PYTEST_ARGS)
+	$(PYTEST) -m "not heavy" $(PYTEST_ARGS)
+
+## test-heavy: the limit experiments at every tier's real limits (12,000 pooler clients on
+## 16xl; about 10 minutes on 2 cores): tests/test_tiers.py
+test-heavy: image
+	$(PYTEST) -m heavy $(PYTEST_ARGS)
 
 ## unit: only the fast tests that need no Docker
 unit: setup
@@ -60,6 +65,7 @@ bench: image
 	$(VENV)/bin/python bench/stack_lifecycle.py
 	$(VENV)/bin/python bench/report_1m.py
 	$(VENV)/bin/python bench/load_vs_pgbench.py
+	$(VENV)/bin/python bench/tier_limits.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache build dist

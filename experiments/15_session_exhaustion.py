@@ -83,4 +83,8 @@ EXPERIMENT = Experiment(
               "transaction": {"default_pool_size": 2}},
     also_changes="max_user_client_connections on the session pooler, to the pool size (2), "
                  "when the lab refuses (session_overflow = refuse)",
+    real_limits="the tier's own pool size (15 on micro, 128 on 16xl): that many idle clients "
+                "hold the session pool, and client pool size + 1 is refused (or waits) there, "
+                "served in transaction mode.",
+    real_settings={"session": {"query_wait_timeout": WAIT_TIMEOUT_S}},
 )

@@ -152,6 +152,10 @@ def cli():
     A database host (Postgres 17 on 5432, dedicated PgBouncer on 6543) and a shared-pooler
     host (session mode on 5432, transaction mode on 6543) on Docker Compose, loaded by Locust.
     """
+    from lab import rlimit
+
+    # Every client is a file descriptor, here and in the Locust processes that inherit it.
+    rlimit.raise_nofile_for_children()
 
 
 # -- the stack ---------------------------------------------------------------------------
@@ -621,16 +625,20 @@ def _print_experiment(result) -> None:
 @click.argument("names", nargs=-1)
 @click.option("--all", "run_all", is_flag=True, help="Run every experiment (a setup check).")
 @click.option("--expect", multiple=True, hidden=True, metavar="EXPERIMENT.LANE=OUTCOME")
+@click.option("--real-limits", is_flag=True,
+              help="The limit experiments hold the lab's own limits: every max_client_conn "
+                   "slot of each pooler (12,000 on 16xl: minutes), the real pool sizes.")
 @watch_option
 @name_option
 @json_option
-def experiment_run(names, run_all, expect, watch, name, as_json):
+def experiment_run(names, run_all, expect, real_limits, watch, name, as_json):
     """Run experiments (NAMES, or --all) on the lab; exit 7 if one sees the unexpected."""
     from lab import experiments as expmod
 
     with _watching(watch, name):
         results = expmod.run(names, name, run_all=run_all, expect=expect, log=_progress,
-                             on_result=None if as_json else _print_experiment)
+                             on_result=None if as_json else _print_experiment,
+                             real_limits=real_limits)
     if as_json:
         click.echo(json.dumps(expmod.results_json(name, results), indent=2))
     elif all(r.passed for r in results):

@@ -44,6 +44,12 @@ def open_connection(**kwargs) -> psycopg.Connection:
         raise exc.with_traceback(None) from None
 
 
+def scram_keys_supported() -> bool:
+    """libpq 18+ takes SCRAM's client and server keys instead of deriving them from the
+    password (``scram_client_key``, ``scram_server_key``: lab.render.client_scram_keys)."""
+    return psycopg.pq.version() >= 180000
+
+
 def connect(ep: EndpointInfo, password: str, *, application_name: str = "pooler-lab",
             bench: bool = True, timeout: float = 5, autocommit: bool = True,
             user: str | None = None, dbname: str | None = None,

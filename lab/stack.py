@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from lab import config as cfgmod
-from lab import engine, image, render, resources, tls
+from lab import engine, image, render, resources, rlimit, tls
 from lab.errors import ConfigError, DockerUnavailable, StackError
 from lab.state import LabState, known_labs, name_flag
 
@@ -273,6 +273,14 @@ def _bring_up(cfg: cfgmod.LabConfig, explicit: set[str], log: Log) -> UpResult:
         log_path = state.dir / "last-failure.log"
         log_path.write_text(detail)
         stack.compose("down", "--remove-orphans", "--timeout", "5", check=False, timeout=120)
+        if "setting rlimits" in exc.message:
+            nofile = rlimit.container_nofile(cfg)
+            raise StackError(
+                f"the Docker daemon may not give {cfg.project}'s containers {nofile} open "
+                f"files (max pooler clients {cfg.max_client_conn} + max_connections "
+                f"{cfg.max_connections}, lab.rlimit); it was taken down again",
+                fix=f"raise the daemon's own limit (systemd: LimitNOFILE={nofile} or more in "
+                    "docker.service, then restart Docker), or use a smaller tier") from None
         raise StackError(f"{cfg.project} did not become healthy ({exc.message}); "
                          f"it was taken down again, logs in {log_path}",
                          fix=f"read that log and run lab doctor{name_flag(name)}; on a slow "

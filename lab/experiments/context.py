@@ -12,14 +12,16 @@ Only psycopg through ``lab.pg``: this runs in the orchestrator process.
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import re
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from lab import engine, pg
+from lab import engine, pg, render
 from lab.config import LabConfig
 from lab.connect import EndpointInfo
 from lab.errors import LabError, StackError
@@ -39,6 +41,12 @@ _VALUE_RE = re.compile(r"^[A-Za-z0-9_.]+$")
 # opened connections until refused, while the same connect with a longer timeout went
 # through at once.
 CONNECT_TIMEOUT_S = 10
+# Logins in flight at once when an experiment opens many clients (Context.connect_many). A
+# login costs the client about 2.6 ms of CPU with the SCRAM keys given (TLS, psycopg) and the
+# server its own TLS and SCRAM: 8 overlap the two; 4 and 16 were no better on 2 cores
+# (docs/benchmarks.md), and PgBouncer's listen_backlog (128) is far away.
+LOGIN_CONCURRENCY = 8
+PROGRESS_EVERY_S = 5.0
 
 
 class ExperimentSetupError(LabError):
@@ -66,6 +74,10 @@ class Context:
         self._original: dict[str, dict[str, str]] = {}
         self._lock = threading.Lock()
         self.experiment: Experiment | None = None
+        # `lab experiment run --real-limits`: the limit experiments hold the lab's own limits.
+        self.real_limits = False
+        self.log: Callable[[str], None] = lambda _text: None
+        self._scram_keys: dict[str, str] | None = None
 
     # connections ---------------------------------------------------------------------------
     def connect(self, endpoint: str, *, autocommit: bool = True, application_name: str = APP,
@@ -77,6 +89,83 @@ class Context:
         with self._lock:
             self._conns.append(conn)
         return conn
+
+    def connect_many(self, endpoint: str, count: int, *,
+                     concurrency: int = LOGIN_CONCURRENCY) -> tuple[int, BaseException | None]:
+        """Open up to ``count`` client connections to ``endpoint`` (kept until ``close_all``),
+        ``concurrency`` logins at a time, until one is refused: how many opened, and the first
+        refusal (None: none came).
+
+        Each login is a real one (TLS as `lab connect` prints it, SCRAM over the wire); with
+        libpq 18 the client is given SCRAM's keys instead of deriving them from the password
+        each time (``render.client_scram_keys``), which made 12,000 logins from one process
+        2.5 times faster. A lab whose postgres password was changed by hand refuses those keys:
+        the logins then derive them, as any client does."""
+        if count <= 0:
+            return 0, None
+        opened, refusal = self._connect_many(endpoint, 1, 1, self._keys())
+        if refusal is not None and self._scram_keys and _is_auth_failure(refusal):
+            self._scram_keys = {}
+            opened, refusal = self._connect_many(endpoint, 1, 1, {})
+        if refusal is not None:
+            return opened, refusal
+        more, refusal = self._connect_many(endpoint, count - 1, concurrency, self._keys())
+        return opened + more, refusal
+
+    def _keys(self) -> dict[str, str]:
+        if self._scram_keys is None:
+            self._scram_keys = (render.client_scram_keys(self.state.secrets())
+                                if pg.scram_keys_supported() else {})
+        return self._scram_keys
+
+    def _connect_many(self, endpoint: str, count: int, concurrency: int,
+                      keys: dict[str, str]) -> tuple[int, BaseException | None]:
+        issued = opened = 0
+        refusal: BaseException | None = None
+        lock = threading.Lock()
+        started = last_report = time.monotonic()
+
+        def worker() -> None:
+            nonlocal issued, opened, refusal, last_report
+            while True:
+                with lock:
+                    if refusal is not None or issued >= count:
+                        return
+                    issued += 1
+                try:
+                    self.connect(endpoint, **keys)
+                except pg.Error as exc:
+                    with lock:
+                        refusal = refusal or exc
+                    return
+                with lock:
+                    opened += 1
+                    now = time.monotonic()
+                    if now - last_report >= PROGRESS_EVERY_S:
+                        last_report = now
+                        self.log(f"{endpoint}: {opened:,} of {count:,} clients connected "
+                                 f"({now - started:.0f} s)")
+
+        threads = [threading.Thread(target=worker, name=f"experiment-login-{i}", daemon=True)
+                   for i in range(max(1, min(concurrency, count)))]
+        # The cyclic collector would walk every connection already held again and again while
+        # thousands more are opened (10% of a 2,500-client fill); the connections hold no
+        # cycles to collect.
+        collecting = gc.isenabled()
+        gc.disable()
+        for thread in threads:
+            thread.start()
+        try:
+            for thread in threads:
+                thread.join()
+        except BaseException:  # Ctrl-C: no further logins; the clean-up closes the rest
+            with lock:
+                issued = count
+            raise
+        finally:
+            if collecting:
+                gc.enable()
+        return opened, refusal
 
     def close_all(self) -> None:
         with self._lock:
@@ -233,6 +322,12 @@ def classified(exc: BaseException) -> str:
 
     cls, _, message = classify(exc)
     return f"{cls}: {message.removeprefix('consuming input failed: ')}"
+
+
+def _is_auth_failure(exc: BaseException) -> bool:
+    """A login refused for its credentials (SQLSTATE 28P01/28000), not for a limit."""
+    sqlstate = getattr(exc, "sqlstate", None) or ""
+    return sqlstate.startswith("28") or "authentication failed" in str(exc)
 
 
 def describe_error(exc: BaseException) -> str:

@@ -155,7 +155,7 @@ def _check(exp: Experiment, path: Path) -> None:
         if lane.endpoint not in ENDPOINTS:
             raise ConfigError(f"{path}: lane {lane.key!r} has no endpoint {lane.endpoint!r}",
                               fix=f"use one of: {', '.join(ENDPOINTS)}")
-    for endpoint in exp.settings:
+    for endpoint in {**exp.settings, **(exp.real_settings or {})}:
         if endpoint not in POOLERS:
             raise ConfigError(f"{path}: runtime settings exist only on the poolers, not on "
                               f"{endpoint!r}", fix=f"use one of: {', '.join(POOLERS)}")

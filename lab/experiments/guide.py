@@ -28,6 +28,8 @@ def guide_markdown(cfg: LabConfig | None = None) -> str:
             changes.append(exp.also_changes)
         if changes:
             out += ["Runs with (restored after): " + "; ".join(changes) + ".", ""]
+        if exp.real_limits:
+            out += [f"`--real-limits`: {exp.real_limits}", ""]
         out += ["| lane | expected |", "|---|---|"]
         expected = exp.expected(cfg)
         for lane in exp.lanes:
@@ -50,6 +52,7 @@ def catalogue_json(cfg: LabConfig | None = None) -> list[dict[str, Any]]:
     cfg = cfg or load_config("default")
     return [{"name": e.name, "title": e.title, "question": e.question, "why": e.why,
              "fix": e.fix, "settings": {k: dict(v) for k, v in e.settings.items()},
+             "real_limits": e.real_limits,
              "lanes": [{"lane": ln.key, "endpoint": ln.endpoint, "label": ln.label,
                         "expected": e.expected(cfg)[ln.key]} for ln in e.lanes]}
             for e in catalogue()]

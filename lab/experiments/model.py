@@ -47,13 +47,24 @@ class Experiment:
     settings: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
     # Settings an experiment changes itself while it runs (described in the guide).
     also_changes: str = ""
+    # What `lab experiment run --real-limits` does instead (in the guide); "" when the
+    # experiment always works at the lab's own limits or has none to reach.
+    real_limits: str = ""
+    # Runtime settings with --real-limits, instead of ``settings`` (None: the same).
+    real_settings: Mapping[str, Mapping[str, int]] | None = None
+
+    def settings_for(self, real_limits: bool) -> Mapping[str, Mapping[str, int]]:
+        if real_limits and self.real_settings is not None:
+            return self.real_settings
+        return self.settings
 
     def expected(self, cfg: LabConfig) -> dict[str, str]:
         values = self.expect(cfg) if callable(self.expect) else self.expect
         return {lane.key: str(values[lane.key]) for lane in self.lanes}
 
     def poolers(self) -> list[str]:
-        used = {lane.endpoint for lane in self.lanes} | set(self.settings)
+        used = ({lane.endpoint for lane in self.lanes} | set(self.settings)
+                | set(self.real_settings or {}))
         return [p for p in POOLERS if p in used]
 
 

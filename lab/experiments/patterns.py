@@ -15,7 +15,7 @@ from typing import Any
 
 from lab import pg
 from lab.config import ENDPOINTS
-from lab.experiments.context import Context, describe_error
+from lab.experiments.context import LOGIN_CONCURRENCY, Context, describe_error
 from lab.experiments.model import POOLERS, Lane, Observation
 
 ALL4 = ("direct", "session", "transaction", "dedicated")
@@ -72,20 +72,20 @@ def later_transaction(ctx: Context, endpoint: str, first: str, second: str, *,
     return pid_before, pid_after, result, error, notices
 
 
-def connect_until_refused(ctx: Context, endpoint: str, at_most: int
+def connect_until_refused(ctx: Context, endpoint: str, at_most: int, *,
+                          concurrency: int = LOGIN_CONCURRENCY
                           ) -> tuple[int, BaseException | None]:
-    """Open connections to ``endpoint`` until one is refused (``at_most`` of them), then close
-    every connection of the context: how many opened, and the refusal (None: none came)."""
-    opened = 0
+    """Open connections to ``endpoint`` until one is refused (``at_most`` of them,
+    ``concurrency`` logins at a time: ``Context.connect_many``), then close every connection of
+    the context: how many opened, and the refusal (None: none came).
+
+    Concurrent logins near a PgBouncer's max_client_conn race: a refused client holds its
+    slot until PgBouncer has freed it, so a login beside it may be refused too, one slot short
+    of the limit (Postgres's max_connections has no such race)."""
     try:
-        for _ in range(at_most):
-            ctx.connect(endpoint)
-            opened += 1
-    except pg.Error as exc:
-        return opened, exc
+        return ctx.connect_many(endpoint, at_most, concurrency=concurrency)
     finally:
         ctx.close_all()
-    return opened, None
 
 
 def per_lane(fn: Callable[[Context, Lane], Observation]

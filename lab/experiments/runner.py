@@ -15,7 +15,7 @@ import fcntl
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 
-from lab import pg, stack
+from lab import pg, rlimit, stack
 from lab.connect import endpoints
 from lab.errors import ConfigError, ExpectationFailed, LabError, StackError
 from lab.experiments.context import (
@@ -78,11 +78,12 @@ def run_one(ctx: Context, exp: Experiment, override: Mapping[str, str] | None = 
     error: str | None = None
     setup_error: ExperimentSetupError | None = None
     ctx.experiment = exp
+    settings = exp.settings_for(ctx.real_limits)
     try:
         for endpoint in exp.poolers():
             ctx.set(endpoint, "query_wait_timeout",
-                    exp.settings.get(endpoint, {}).get("query_wait_timeout", SAFE_QUERY_WAIT_S))
-            for key, value in exp.settings.get(endpoint, {}).items():
+                    settings.get(endpoint, {}).get("query_wait_timeout", SAFE_QUERY_WAIT_S))
+            for key, value in settings.get(endpoint, {}).items():
                 ctx.set(endpoint, key, value)
             ctx.drain(endpoint)
         observed = exp.run(ctx)
@@ -116,10 +117,11 @@ def run_one(ctx: Context, exp: Experiment, override: Mapping[str, str] | None = 
 
 def run(chosen: Sequence[str] = (), lab_name: str = "default", *, run_all: bool = False,
         expect: Sequence[str] = (), log: Callable[[str], None] = lambda _text: None,
-        on_result: Callable[[ExperimentResult], None] | None = None
-        ) -> list[ExperimentResult]:
+        on_result: Callable[[ExperimentResult], None] | None = None,
+        real_limits: bool = False) -> list[ExperimentResult]:
     """Run the chosen experiments (names or files, or all) against a running lab, restoring it
-    after each."""
+    after each. ``real_limits``: the limit experiments hold the lab's own limits (every
+    max_client_conn slot of each pooler, the real pool sizes) instead of lowering them."""
     experiments = select(chosen, run_all)
     overrides = parse_expect(expect, experiments)
     cfg, state, containers = stack.require_running(lab_name)
@@ -128,7 +130,11 @@ def run(chosen: Sequence[str] = (), lab_name: str = "default", *, run_all: bool 
         # two clients at once (most experiments) would queue there for query_wait_timeout.
         raise ConfigError("the experiments need pool size 2 or more with pool_sharing 'shared'",
                           fix=f"lab up{name_flag(lab_name)} --pool-size 2")
+    # Every client connection this process holds is a descriptor: a whole pooler's worth with
+    # real limits (12,000 on 16xl), every max_connections slot otherwise.
+    rlimit.raise_nofile(rlimit.process_fds_needed(cfg, real_limits))
     ctx = Context(cfg, state, endpoints(cfg, containers), containers)
+    ctx.real_limits, ctx.log = real_limits, log
     results = []
     with exclusive(state):
         try:
