@@ -44,12 +44,12 @@ demo: up
 clients: setup
 	$(LAB) clients --install-only
 
-## test: the whole suite, the real compose stack included (not the heavy tier tests)
+## test: the whole suite, the real compose stack included (not the heavy tests: test-heavy)
 test: image clients
 	$(PYTEST) -m "not heavy" $(PYTEST_ARGS)
 
-## test-heavy: the limit experiments at every tier's real limits (12,000 pooler clients on
-## 16xl; about 10 minutes on 2 cores): tests/test_tiers.py
+## test-heavy: the long real-stack tests: the limit experiments at every tier's real limits
+## (12,000 pooler clients on 16xl) and a lab 20 ms away; about 7 minutes on 2 cores
 test-heavy: image
 	$(PYTEST) -m heavy $(PYTEST_ARGS)
 

@@ -985,28 +985,23 @@ class LabUser(User):
         process = PROCESS
         to_wall = process.anchor_wall - process.anchor_perf  # PROCESS.wall, inlined
         total_ms = (end - intended) * 1000.0
-        if error is None:
-            process.record((self.scenario_name, self.endpoint_name, self.phase, name,
-                            process.worker_index, self.user_index, intended + to_wall,
-                            start + to_wall, connect_ms, query_ms, (end - start) * 1000.0,
-                            total_ms, True, None, None, None, process.repeat))
-            self.environment.events.request.fire(
-                request_type=self.endpoint_name, name=name, response_time=total_ms,
-                response_length=0, context=self._context, exception=None,
-                start_time=start + to_wall)
-            return
-        if isinstance(error, _Unfinished):
-            error_class, sqlstate, message = UNFINISHED, None, str(error)
+        if error is None:  # a success never reaches the classification
+            error_class = sqlstate = message = failed = None
         else:
-            error_class, sqlstate, message = classify(error, secrets=process.secrets)
+            if isinstance(error, _Unfinished):
+                error_class, sqlstate, message = UNFINISHED, None, str(error)
+            else:
+                error_class, sqlstate, message = classify(error, secrets=process.secrets)
+            failed = RequestFailed(f"{error_class}: {message}")
         process.record((self.scenario_name, self.endpoint_name, self.phase, name,
                         process.worker_index, self.user_index, intended + to_wall,
                         start + to_wall, connect_ms, query_ms, (end - start) * 1000.0,
-                        total_ms, False, error_class, sqlstate, message, process.repeat))
+                        total_ms, error is None, error_class, sqlstate, message,
+                        process.repeat))
         self.environment.events.request.fire(
             request_type=self.endpoint_name, name=name, response_time=total_ms,
-            response_length=0, context=self._context,
-            exception=RequestFailed(f"{error_class}: {message}"), start_time=start + to_wall)
+            response_length=0, context=self._context, exception=failed,
+            start_time=start + to_wall)
 
     def row_kind(self) -> _RowKind:
         return _RowKind(self.scenario_name, self.endpoint_name, self.phase, self.request_name)

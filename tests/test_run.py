@@ -351,7 +351,7 @@ def test_the_locust_web_ui_serves_the_run(lab, tmp_path):
 
 
 def test_bench_writes_one_report_of_both_workloads_on_all_endpoints(lab, tmp_path):
-    proc = lab.cli("bench", "--quick", "--duration", "2s", "--cooldown", "0s",
+    proc = lab.cli("bench", "--quick", "--duration", "1s", "--cooldown", "0s",
                    "--reports-dir", str(tmp_path), timeout=280)
     html = Path(proc.stdout.strip().splitlines()[-1])
     assert html.name == "report.html" and html.exists()

@@ -49,7 +49,7 @@ def test_the_containers_get_the_labs_own_nofile_through_compose_env():
     env = dict(line.split("=", 1) for line in files["compose.env"].splitlines())
     assert env["LAB_NOFILE"] == str(rlimit.container_nofile(cfg))
     compose = (ROOT / "compose" / "compose.yaml").read_text()
-    assert 'nofile: {soft: "${LAB_NOFILE:-65536}", hard: "${LAB_NOFILE:-65536}"}' in compose
+    assert 'nofile: {soft: "${LAB_NOFILE:-4096}", hard: "${LAB_NOFILE:-4096}"}' in compose
 
 
 def test_an_experiment_process_needs_a_whole_pooler_only_with_real_limits():

@@ -161,6 +161,7 @@ def test_ssl_enforce_refuses_plaintext_on_every_endpoint_with_the_servers_text(l
     assert data["passed"] and lanes["direct"] == "plaintext refused (tls)", lanes
 
 
+@pytest.mark.heavy  # a minute of 20 ms round trips: make test-heavy (.ci/run runs it)
 def test_round_trips_are_the_configured_ones_and_the_run_records_them(lab_factory, tmp_path):
     lab = lab_factory("--client-db-rtt-ms", "20", "--client-pooler-rtt-ms", "20",
                       "--pooler-db-rtt-ms", "10")
