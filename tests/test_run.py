@@ -96,7 +96,13 @@ def test_bursts_exhaust_direct_but_not_the_transaction_pooler(lab, tmp_path):
         assert rows.num_rows > 50, endpoint
     direct_errors = by_endpoint["direct"].filter(pc.invert(by_endpoint["direct"].column("ok")))
     assert "too_many_clients" in direct_errors.column("error_class").to_pylist()
-    assert pc.all(by_endpoint["transaction"].column("ok")).as_py()
+    # The transaction pooler refuses nobody: every request that started succeeded. (Arrivals
+    # the 40 users could not start in time, on a slow machine, are not_started rows: the load
+    # generator's limit, accounted in tests/test_accounting.py, not the pooler's.)
+    tx = by_endpoint["transaction"]
+    started = tx.filter(pc.not_equal(tx.column("error_class").fill_null(""), "not_started"))
+    assert started.num_rows > 50
+    assert pc.all(started.column("ok")).as_py(), started.column("error_class").to_pylist()
 
     # While the transaction segment ran, Postgres held at most POOL_SIZE backends from the
     # shared pooler host, whatever the number of clients.
