@@ -328,6 +328,7 @@ def test_a_locustfile_locust_cannot_load_is_a_one_line_error_that_keeps_the_run(
     assert str(run_dir) in errors[0]
 
 
+@pytest.mark.heavy  # make test-heavy (.ci/run): keeps make test under 20 minutes
 def test_the_locust_web_ui_serves_the_run(lab, tmp_path):
     import socket
     import urllib.request
@@ -356,6 +357,7 @@ def test_the_locust_web_ui_serves_the_run(lab, tmp_path):
     assert samples.read_requests(Path(out.strip().splitlines()[-1])).num_rows > 0
 
 
+@pytest.mark.heavy  # make test-heavy (.ci/run, which also runs make demo: lab bench)
 def test_bench_writes_one_report_of_both_workloads_on_all_endpoints(lab, tmp_path):
     proc = lab.cli("bench", "--quick", "--duration", "1s", "--cooldown", "0s",
                    "--reports-dir", str(tmp_path), timeout=280)
