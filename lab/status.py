@@ -17,6 +17,7 @@ from lab.config import ENDPOINTS
 from lab.connect import endpoints
 from lab.errors import LabError
 from lab.state import LabState
+from lab.watch.frame import pooler_counts
 
 
 def status(name: str = "default") -> dict[str, Any]:
@@ -64,14 +65,9 @@ def status(name: str = "default") -> dict[str, Any]:
         else:
             rec = snap[ep_name]
             if rec.get("ok"):
-                pools = rec["pools"]
-                entry.update(
-                    clients=pools["cl_active"] + pools["cl_waiting"],
-                    waiting=pools["cl_waiting"],
-                    backends=sum(pools[k] for k in ("sv_active", "sv_idle", "sv_used",
-                                                    "sv_tested", "sv_login")),
-                    maxwait_s=pools["maxwait_s"],
-                )
+                counts = pooler_counts(rec["pools"])  # the live view's counts, the same way
+                entry.update(clients=counts["clients"], waiting=counts["waiting"],
+                             backends=counts["servers"], maxwait_s=rec["pools"]["maxwait_s"])
             else:
                 entry.update(error=rec.get("error"))
         result["endpoints"][ep_name] = entry
