@@ -15,7 +15,7 @@ from typing import Any
 
 from lab import clock
 from lab.run.manifest import redact
-from lab.state import state_root
+from lab.state import atomic_write, state_root
 
 FEED_FILE = "watch.jsonl"
 POINTER = "active-run.json"
@@ -70,10 +70,9 @@ class Publisher:
             path = pointer_path(self.lab)
             with contextlib.suppress(OSError):
                 path.parent.mkdir(parents=True, exist_ok=True)
-                tmp = path.with_name(f".{POINTER}.{os.getpid()}")
-                tmp.write_text(json.dumps({"run_dir": str(self.run_dir.absolute()),
-                                           "pid": os.getpid(), "t": clock.now()}) + "\n")
-                os.replace(tmp, path)
+                atomic_write(path, json.dumps({"run_dir": str(self.run_dir.absolute()),
+                                               "pid": os.getpid(), "t": clock.now()}) + "\n",
+                             0o644)
         self._thread = threading.Thread(target=self._loop, daemon=True, name="watch-feed")
         self._thread.start()
         return self
@@ -115,13 +114,10 @@ class Publisher:
 class Tail:
     """New whole frames of a growing feed file, from where the last read stopped."""
 
-    def __init__(self, path: Path, from_end: bool = False):
+    def __init__(self, path: Path):
         self.path = path
         self.offset = 0
         self.partial = b""
-        if from_end:
-            with contextlib.suppress(OSError):
-                self.offset = path.stat().st_size
 
     def read(self) -> Iterator[dict[str, Any]]:
         try:
