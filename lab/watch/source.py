@@ -71,7 +71,8 @@ class LabSource(_Looping):
         from lab.connect import endpoints
 
         cfg, state = stack.load(self.name)
-        self._settings_seen = _mtime(state.settings_path)
+        self._settings_path = state.settings_path
+        self._settings_seen = _mtime(self._settings_path)
         containers = engine.project_containers(cfg.project)
         self.hub.secrets = tuple(state.secrets().values())
         self.settings = frame.settings_of(cfg)
@@ -113,9 +114,7 @@ class LabSource(_Looping):
             self.hub.publish(f)
 
     def _sample(self) -> None:
-        from lab.state import LabState
-
-        if _mtime(LabState(self.name).settings_path) != self._settings_seen:
+        if _mtime(self._settings_path) != self._settings_seen:
             self._configure()
         if self.sampler is None:
             self.sampler = self._make_sampler().start()
