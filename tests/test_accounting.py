@@ -253,6 +253,7 @@ def test_a_killed_pooler_is_connections_refused_and_lost_never_pool_size(lab, tm
                     continue
         assert t0 is not None, "the load never started"
         time.sleep(max(0.0, t0 + 3 - time.time()))
+        kill_sent = time.time()
         pooler.kill()
         killed_at = time.time()
         out, err = proc.communicate(timeout=120)
@@ -275,7 +276,10 @@ def test_a_killed_pooler_is_connections_refused_and_lost_never_pool_size(lab, tm
     got = assert_accounted(scheduled, rows, "killed pooler")
     classes = collections.Counter(r["error_class"] or "ok" for r in rows)
     assert "pool_timeout" not in classes, classes
-    before = [r for r in rows if r["intended_start"] < killed_at - 0.5]
+    # what ended before the kill was sent succeeded (on a loaded machine an arrival scheduled
+    # before the kill can start after it: its intended start says nothing of when it ran)
+    before = [r for r in rows
+              if r["intended_start"] + r["total_ms"] / 1000 < kill_sent - 0.2]
     assert before and all(r["ok"] for r in before), classes
     after = [r for r in rows if r["intended_start"] > killed_at + 0.5]
     # the segment's rows run to its end: arrivals up to the last second are there
