@@ -49,8 +49,8 @@ test: image clients
 	$(PYTEST) -m "not heavy" $(PYTEST_ARGS)
 
 ## test-heavy: the long real-stack tests: the limit experiments at every tier's real limits
-## (12,000 pooler clients on 16xl), a lab 20 ms away, lab bench, Locust's web UI; about 8
-## minutes on 2 cores
+## (12,000 pooler clients on 16xl), a lab 20 ms away, lab bench, Locust's web UI, distributed
+## load (a master and two lab workers); about 10 minutes on 2 cores
 test-heavy: image
 	$(PYTEST) -m heavy $(PYTEST_ARGS)
 

@@ -1551,6 +1551,42 @@ def _segment_label(s: Mapping[str, Any], repeats: int) -> str:
     return label
 
 
+def _distributed_warnings(m: Mapping[str, Any], segments: list[dict[str, Any]],
+                          repeats: int) -> list[str]:
+    """Where the load came from in a distributed run (`lab run --master-bind`), and every
+    worker that did not finish a segment or never joined it."""
+    dist = m.get("distributed")
+    if not isinstance(dist, dict):
+        return []
+    out = []
+    expected = dist.get("expect_workers")
+    hosts = sorted({str(w.get("host")) for s in segments
+                    for w in (s.get("workers") or {}).get("joined") or [] if isinstance(w, dict)})
+    out.append(f"The load came from {expected} workers (`lab worker`, Locust's distributed mode: "
+               f"{', '.join(hosts) or 'none joined'}) through a master at "
+               f"{dist.get('master_bind')}; each generated its share of the seeded schedule"
+               + (", over TLS" if dist.get("tls") else "") + ".")
+    for s in segments:
+        info = s.get("workers")
+        if not isinstance(info, dict):
+            continue
+        label = _segment_label(s, repeats)
+        for w in info.get("joined") or []:
+            if not isinstance(w, dict) or w.get("finished"):
+                continue
+            when = w.get("missing_at") or w.get("last_file_at")
+            start = (s.get("workers") or {}).get("t0")
+            said = (f" at +{when - start:.1f} s" if isinstance(when, float | int)
+                    and isinstance(start, float | int) else "")
+            out.append(f"Worker {w.get('index')} ({w.get('host')}) did not finish {label}: it "
+                       f"went missing{said}, after sending {w.get('chunks', 0)} sample chunk(s); "
+                       "its share of the arrivals after its last chunk is not in the samples.")
+        if info.get("never_joined"):
+            out.append(f"{info['never_joined']} of {info.get('expected')} workers never joined "
+                       f"{label}, so it did not start.")
+    return out
+
+
 def warnings_of(a: RunAnalysis) -> list[str]:
     """What a reader must know before trusting the numbers, most serious first."""
     m = a.manifest
@@ -1562,6 +1598,7 @@ def warnings_of(a: RunAnalysis) -> list[str]:
     noise = host.get("noise") if isinstance(host.get("noise"), dict) else {}
     cores = noise.get("cores") or host.get("cores")
     segments = [s for s in m.get("segments") or [] if isinstance(s, dict)]
+    out += _distributed_warnings(m, segments, a.repeats)
     if isinstance(cores, int) and cores > 0:
         limit = NOISY_LOAD_PER_CORE * cores
         busy = []

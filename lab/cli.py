@@ -513,6 +513,30 @@ def _show_live(printer):
 
 
 @cli.command()
+@click.option("--master", required=True, metavar="HOST[:PORT]",
+              help="The address `lab run --master-bind` gave (port 5557 by default).")
+@click.option("--join", metavar="CODE",
+              help="The code `lab run --master-bind` printed, for a master beyond loopback.")
+@click.option("--dir", "workdir", type=click.Path(path_type=Path, file_okay=False),
+              help="Keep this worker's own copy of its files here (default: a temporary "
+                   "directory, removed at the end).")
+@click.option("--runs", type=int, default=1, show_default=True,
+              help="Runs to serve before exiting (0: until Ctrl-C).")
+def worker(master, join, workdir, runs):
+    """Generate this machine's share of a distributed run's load (`lab run --master-bind`).
+
+    The scenario and its parameters come from the master; the samples go back to it, into
+    its run directory. Serves every segment of the run, then exits.
+    """
+    from lab.distributed.worker import serve
+
+    if runs < 0:
+        raise click.BadParameter("use 1 or more, or 0 for until Ctrl-C", param_hint="--runs")
+    result = serve(master, join=join, workdir=workdir, runs=runs, log=_progress)
+    term.info(f"served {result.segments} segment(s) of {result.runs} run(s)")
+
+
+@cli.command()
 @click.argument("scenario")
 @click.option("--endpoint", "-e", "endpoints", multiple=True,
               type=click.Choice([*ENDPOINTS, "all"]),
@@ -526,11 +550,19 @@ def _show_live(printer):
 @click.option("--connect-cost", is_flag=True,
               help="Before the load, measure connect + SELECT 1 + close with and without TLS "
                    "on each endpoint (a table in the report).")
+@click.option("--master-bind", metavar="HOST[:PORT]",
+              help="Run Locust's master on this address (port 5557 by default); the load "
+                   "comes from `lab worker` processes. Beyond loopback: TLS and a token.")
+@click.option("--expect-workers", type=int, default=1, show_default=True,
+              help="With --master-bind: workers to wait for before each segment starts.")
+@click.option("--worker-wait", default="120s", show_default=True,
+              help="With --master-bind: how long each segment waits for its workers.")
 @fault_option
 @watch_option
 @name_option
 def run(scenario, endpoints, target, duration, users, spawn_rate, workers, seed, cooldown,
-        repeat, sslmode, params, reports_dir, ui, web_port, connect_cost, faults, watch, name):
+        repeat, sslmode, params, reports_dir, ui, web_port, connect_cost, master_bind,
+        expect_workers, worker_wait, faults, watch, name):
     """Run SCENARIO (a name from `lab scenarios` or a locustfile) against endpoints.
 
     Writes reports/<run-id>/ (raw samples, connection counts, Locust CSV, manifest) and prints
@@ -547,6 +579,8 @@ def run(scenario, endpoints, target, duration, users, spawn_rate, workers, seed,
         cooldown_s=runmod.parse_span(cooldown), repeat=repeat,
         target=target, ui=ui, web_port=web_port, lab_name=name, reports_dir=reports_dir,
         sslmode=sslmode, connect_cost=connect_cost, faults=_faults(faults),
+        master_bind=master_bind, expect_workers=expect_workers,
+        worker_wait_s=runmod.parse_duration(worker_wait),
     )
     spec.check()
     if watch and target:

@@ -169,6 +169,9 @@ class _Process:
         self.server_ids = itertools.count()
         self._worker_index: int | None = None
         self.secrets = _passwords([self.target_uri, *self.target_uris.values()])
+        # A distributed run's worker (lab.distributed.locust_side) sends every file written
+        # here (chunks, schedule, live file) to the master as soon as it is whole.
+        self.ship: Callable[[Path], None] | None = None
 
     # -- clocks and identity
 
@@ -255,6 +258,9 @@ class _Process:
                         pool.apply(self.writer.write, (rows, path))
                     except Exception:  # a full disk must not stop the load
                         log.exception("could not write a requests chunk")
+                    else:
+                        if self.ship is not None:
+                            self.ship(path)
             if not self.live_final:
                 self.write_live()
 
@@ -264,9 +270,12 @@ class _Process:
             return
         with self.write_lock:
             try:
-                self.writer.flush()
+                path = self.writer.flush()
             except Exception:
                 log.exception("could not write a requests chunk")
+            else:
+                if path is not None and self.ship is not None:
+                    self.ship(path)
 
     # -- the live file
 
@@ -296,6 +305,9 @@ class _Process:
             os.replace(tmp, path)
         except OSError:
             log.exception("could not write the live file")
+        else:
+            if self.ship is not None:
+                self.ship(path)
 
     # -- arrival schedules
 
@@ -415,6 +427,8 @@ class _Process:
         tmp = folder / f".{path.name}.tmp"
         tmp.write_text(json.dumps(data, indent=1, default=str) + "\n")
         os.replace(tmp, path)
+        if self.ship is not None:
+            self.ship(path)
 
 
 @dataclasses.dataclass(frozen=True)

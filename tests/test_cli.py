@@ -36,6 +36,8 @@ def test_every_command_has_help_and_is_in_the_readme(path, command):
 def test_the_orchestrator_never_imports_locust_or_gevent():
     code = (
         "import sys, lab.cli, lab.run, lab.status, lab.sampler, lab.pg, lab.stack\n"
+        "import lab.distributed.master, lab.distributed.worker, lab.distributed.tunnel\n"
+        "import lab.distributed.wrapper\n"
         "from lab.cli import cli\n"
         "bad = [m for m in ('locust', 'gevent', 'gevent.monkey') if m in sys.modules]\n"
         "assert not bad, bad\n"

@@ -20,7 +20,9 @@ STOP_GRACE_S = 15  # how long Locust gets to stop its users and write its CSV
 
 
 def argv(spec: RunSpec, scenario_path: Path, segment: str, users: int, spawn_rate: float,
-         run_dir: Path) -> list[str]:
+         run_dir: Path, master: tuple[str, int] | None = None) -> list[str]:
+    """Locust's command line; with ``master`` (the address Locust itself binds: the tunnel's
+    inner end beyond loopback), a master that waits for ``spec.expect_workers`` workers."""
     args = [sys.executable, "-m", "locust", "-f", str(scenario_path),
             "--users", str(users), "--spawn-rate", f"{spawn_rate:g}",
             "--run-time", f"{max(1, round(spec.duration_s))}s",
@@ -28,6 +30,10 @@ def argv(spec: RunSpec, scenario_path: Path, segment: str, users: int, spawn_rat
             "--stop-timeout", "10", "--loglevel", "WARNING",
             # Locust's --host is only shown in its UI; the real URI travels in LAB_TARGET_URI.
             "--host", mask_uri(spec.target) if spec.target else f"lab:{segment}"]
+    if master is not None:
+        args += ["--master", "--master-bind-host", master[0], "--master-bind-port",
+                 str(master[1]), "--expect-workers", str(spec.expect_workers),
+                 "--expect-workers-max-wait", f"{max(1, round(spec.worker_wait_s))}"]
     if spec.ui:
         args += ["--web-host", "127.0.0.1", "--web-port", str(spec.web_port), "--autostart",
                  "--autoquit", "10"]
@@ -49,7 +55,7 @@ def environment(spec: RunSpec, scenario_name: str, params: dict[str, Any], endpo
         LAB_TARGET_URIS=json.dumps(uris),
         LAB_PARAMS=json.dumps(dict(params)),
         LAB_SEED=str(spec.seed),
-        LAB_WORKERS=str(spec.workers),
+        LAB_WORKERS=str(spec.expect_workers if spec.master_bind else spec.workers),
         LAB_REPEAT=str(repeat),
         LAB_RUN_TIME=str(max(1, round(spec.duration_s))),
         PYTHONUNBUFFERED="1",

@@ -96,6 +96,8 @@ def reproduce_argv(spec: RunSpec, scenario, params, endpoints, users, spawn_rate
         argv += ["--repeat", str(spec.repeat)]
     if spec.workers > 1:
         argv += ["--workers", str(spec.workers)]
+    if spec.master_bind:
+        argv += ["--master-bind", spec.master_bind, "--expect-workers", str(spec.expect_workers)]
     if spec.sslmode:
         argv += ["--sslmode", spec.sslmode]
     if spec.connect_cost:

@@ -75,6 +75,7 @@ class _Run:
     log: Log
     fault_ctx: Any = None  # lab.faults.actions.FaultContext, with --fault
     feed: Any = None  # lab.watch.feed.Publisher: the live view's frames
+    master: Any = None  # lab.run.distributed.Master, with --master-bind
 
 
 def execute(spec: RunSpec, legs: list[Leg], endpoints: tuple[str, ...], command: list[str],
@@ -103,26 +104,27 @@ def execute(spec: RunSpec, legs: list[Leg], endpoints: tuple[str, ...], command:
                  SampleWatcher(run_dir), Live(duration_s=spec.duration_s), progress, log)
     if spec.faults:
         state.fault_ctx = _fault_context(spec, targets)
+    plan = [(repeat, leg, endpoint) for repeat in range(1, spec.repeat + 1) for leg in legs
+            for endpoint in endpoints]
     interrupted = False
     failure: RunError | None = None
     started = time.perf_counter()
     doc["started_at"] = manifest.iso(clock.now())
     try:
+        if spec.master_bind:
+            from lab.distributed.master import Master
+
+            state.master = Master.open(spec, run_id, log)
+            doc["distributed"] = state.master.describe()
+            manifest.write(run_dir, doc)
         state.sampler.start()
         state.feed = _feed(state, run_id).start()
-        first = True
-        for repeat in range(1, spec.repeat + 1):
-            for leg in legs:
-                for endpoint in endpoints:
-                    if not first and spec.cooldown_s > 0:
-                        log(f"cooldown {spec.cooldown_s:.0f} s")
-                        time.sleep(spec.cooldown_s)
-                    first = False
-                    interrupted, failure = _segment(state, leg, endpoint, repeat)
-                    if interrupted or failure:
-                        break
-                if interrupted or failure:
-                    break
+        for i, (repeat, leg, endpoint) in enumerate(plan):
+            if i and spec.cooldown_s > 0:
+                log(f"cooldown {spec.cooldown_s:.0f} s")
+                time.sleep(spec.cooldown_s)
+            interrupted, failure = _segment(state, leg, endpoint, repeat,
+                                            last=i == len(plan) - 1)
             if interrupted or failure:
                 break
     except KeyboardInterrupt:
@@ -135,6 +137,9 @@ def execute(spec: RunSpec, legs: list[Leg], endpoints: tuple[str, ...], command:
         if state.feed is not None:
             state.feed.stop()
         state.sampler.stop()
+        if state.master is not None:
+            state.master.close()
+            doc["distributed"] = state.master.describe()
         if state.fault_ctx is not None:
             with contextlib.suppress(Exception):
                 state.fault_ctx.close()
@@ -240,7 +245,8 @@ def segment_name(scenario: str, endpoint: str, repeat: int, repeats: int) -> str
     return f"{scenario}.{endpoint}" + (f".r{repeat}" if repeats > 1 else "")
 
 
-def _segment(run: _Run, leg: Leg, endpoint: str, repeat: int) -> tuple[bool, RunError | None]:
+def _segment(run: _Run, leg: Leg, endpoint: str, repeat: int,
+             last: bool = True) -> tuple[bool, RunError | None]:
     """One scenario against one endpoint. Returns whether it was interrupted, and the error
     when Locust stopped without running a single request (a locustfile it cannot load, a
     bad option): the run stops there, its directory kept."""
@@ -267,13 +273,15 @@ def _segment(run: _Run, leg: Leg, endpoint: str, repeat: int) -> tuple[bool, Run
     run.live.noisy = _noisy_now(segment["noise"]["load_avg"], run.manifest)
     run.live.done = False
     before = run.watcher.requests
-    exit_code, interrupted, stuck = _run_child(run, leg, endpoint, repeat, name)
+    exit_code, interrupted, stuck = _run_child(run, leg, endpoint, repeat, name, last)
     log_path = run.run_dir / "locust" / f"{name}.log"
     segment["noise"]["locust_cpu_warnings"] = manifest.locust_cpu_warnings(log_path)
     segment.update(ended_at=manifest.iso(clock.now()), locust_exit=exit_code,
                    interrupted=interrupted,
                    **_schedule_facts(run.run_dir, endpoint, name))
     failure = None
+    if run.master is not None:
+        segment["workers"] = run.master.segment_workers(run.run_dir, name)
     full = disk_full(run.run_dir)
     if full:
         segment["failed"] = full
@@ -286,6 +294,9 @@ def _segment(run: _Run, leg: Leg, endpoint: str, repeat: int) -> tuple[bool, Run
             f"Locust did not stop {STUCK_AFTER_S:.0f} s after the end of {name} and was "
             f"stopped (its last line: {said}); measured so far: {run.run_dir}",
             fix=f"read {log_path}")
+    elif run.master is not None and not interrupted and run.master.gave_up(segment, log_path):
+        failure = run.master.gave_up_error(segment, run.run_dir)
+        segment["failed"] = failure.message
     # Locust exits 1 for failed requests too; only "non-zero and not one sample" means it
     # never ran (its failed requests would have been recorded as error samples).
     elif not interrupted and exit_code != 0 and run.watcher.requests == before:
@@ -300,11 +311,15 @@ def _segment(run: _Run, leg: Leg, endpoint: str, repeat: int) -> tuple[bool, Run
 
 
 def _run_child(run: _Run, leg: Leg, endpoint: str, repeat: int,
-               name: str) -> tuple[int | None, bool, bool]:
+               name: str, last: bool = True) -> tuple[int | None, bool, bool]:
     spec, state = run.spec, run.live
-    args = child.argv(spec, leg.scenario.path, name, leg.users, leg.spawn_rate, run.run_dir)
     env = child.environment(spec, leg.scenario.name, leg.params, endpoint, run.targets.uris,
                             run.run_dir, repeat)
+    locustfile, master, wait_s = leg.scenario.path, None, 0.0
+    if run.master is not None:  # the workers' locustfile: a private file, removed below
+        locustfile = run.master.locustfile(leg.scenario.path, env, name, last)
+        master, wait_s = run.master.locust_address, spec.worker_wait_s
+    args = child.argv(spec, locustfile, name, leg.users, leg.spawn_rate, run.run_dir, master)
     injector = None
     if spec.faults:
         from lab.faults.injector import Injector
@@ -319,7 +334,7 @@ def _run_child(run: _Run, leg: Leg, endpoint: str, repeat: int,
     shown = checked_disk = 0.0
     try:
         while proc.poll() is None:
-            if clock.now() > began + spec.duration_s + STUCK_AFTER_S:
+            if clock.now() > began + wait_s + spec.duration_s + STUCK_AFTER_S:
                 stuck = True
                 break
             if clock.now() - checked_disk >= DISK_CHECK_S:
@@ -350,6 +365,8 @@ def _run_child(run: _Run, leg: Leg, endpoint: str, repeat: int,
         interrupted = True
     finally:
         exit_code = child.stop_process_group(proc)
+        if run.master is not None:
+            run.master.segment_done()
         if injector is not None:
             # whatever is still in effect is undone, so the next segment finds the lab whole
             injector.stop()
@@ -441,7 +458,8 @@ def _finish(run: _Run, started: float, interrupted: bool) -> None:
     for path in (run.run_dir / "locust").glob("*.log"):
         with contextlib.suppress(OSError):
             text = path.read_text(errors="replace")
-            clean = manifest.redact(text, run.targets.secret_values)
+            clean = manifest.redact(text, run.targets.secret_values
+                                    + (run.master.secrets if run.master else ()))
             if clean != text:
                 path.write_text(clean)
     live.clear_live_files(run.run_dir)

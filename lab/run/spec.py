@@ -54,6 +54,12 @@ class RunSpec:
     connect_cost: bool = False
     # lab.faults.FaultSpec: injected into every segment at the same time after its load start.
     faults: tuple[Any, ...] = ()
+    # Locust's distributed mode (lab.distributed): each segment's Locust is a master bound on
+    # HOST[:PORT] that runs no users; --expect-workers `lab worker` processes run the load,
+    # each its share of the seeded schedule. Beyond loopback, behind TLS and a token.
+    master_bind: str | None = None
+    expect_workers: int = 1
+    worker_wait_s: float = 120.0
 
     def check(self) -> None:
         """Refuse counts a run cannot use, with the flag that fixes them."""
@@ -77,6 +83,24 @@ class RunSpec:
             raise ConfigError("the duration is not positive", fix="use e.g. --duration 60s")
         if self.cooldown_s < 0:
             raise ConfigError("the cooldown is negative", fix="use e.g. --cooldown 5s or 0s")
+        if self.master_bind is not None:
+            from lab.distributed.worker import parse_address
+
+            parse_address(self.master_bind, "--master-bind")
+            if self.workers > 1:
+                raise ConfigError("--workers starts local Locust processes; with --master-bind "
+                                  "the load comes from `lab worker` processes",
+                                  fix="leave out --workers and give --expect-workers N")
+            if self.ui:
+                raise ConfigError("--ui is not offered with --master-bind",
+                                  fix="leave out --ui (lab watch shows the run live)")
+        if self.expect_workers < 1:
+            raise ConfigError(f"--expect-workers {self.expect_workers} is below 1",
+                              fix="use --expect-workers 1 or more")
+        if self.expect_workers > 1 and self.master_bind is None:
+            raise ConfigError("--expect-workers needs --master-bind",
+                              fix="add --master-bind 127.0.0.1:5557 (or an address the "
+                                  "workers reach)")
         if self.faults:
             from lab.faults import check_within
 
