@@ -15,6 +15,9 @@ import psycopg
 from locust import User, constant, events, task
 
 URI = os.environ["PLAIN_URI"]
+# bench/load_vs_pgbench.py's CPU accounting: (time, requests so far) four times a second
+COUNTS = os.environ.get("PLAIN_COUNTS")
+DONE = [0]
 MODE = os.environ.get("PLAIN_MODE", "persistent")
 KWARGS = {"autocommit": True, "prepare_threshold": None}
 
@@ -40,3 +43,20 @@ class Plain(User):
         events.request.fire(request_type="plain", name="select1",
                             response_time=(time.perf_counter() - started) * 1000.0,
                             response_length=0, exception=error, context={})
+        DONE[0] += 1
+
+
+@events.test_start.add_listener
+def _count(environment, **_kwargs) -> None:
+    if not COUNTS:
+        return
+    import gevent
+
+    def loop() -> None:
+        with open(COUNTS, "w") as out:
+            while True:
+                out.write(f"{time.time()} {DONE[0]}\n")
+                out.flush()
+                gevent.sleep(0.25)
+
+    gevent.spawn(loop)

@@ -36,6 +36,11 @@ def lab(lab_factory):
     return lab_factory("--tier", "micro")
 
 
+def loopback(k: int) -> str:
+    """A loopback address of the master's own, away from the labs' (tests.conftest)."""
+    return f"127.0.{10 + os.getpid() % 200}.{240 + k}"
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
         s.bind((host, 0))
@@ -100,7 +105,7 @@ def shares(workers: int) -> list[int]:
 
 
 def test_two_workers_on_loopback_generate_each_share_exactly_once(lab, tmp_path):
-    address = f"127.0.0.1:{free_port()}"
+    address = f"{loopback(0)}:{free_port(loopback(0))}"
     run = master(lab, tmp_path, address, 2, "-e", "direct", "-e", "transaction")
     time.sleep(1.0)
     workers = [worker(lab, tmp_path, k, address) for k in (1, 2)]
@@ -142,7 +147,7 @@ def test_two_workers_on_loopback_generate_each_share_exactly_once(lab, tmp_path)
 
 
 def test_a_worker_that_dies_or_never_joins_is_in_the_manifest_and_report(lab, tmp_path):
-    address = f"127.0.0.1:{free_port()}"
+    address = f"{loopback(1)}:{free_port(loopback(1))}"
     run = master(lab, tmp_path, address, 2, "-e", "transaction")
     time.sleep(1.0)
     workers = [worker(lab, tmp_path, k, address) for k in (1, 2)]
@@ -186,7 +191,7 @@ def test_a_worker_that_dies_or_never_joins_is_in_the_manifest_and_report(lab, tm
     assert f"Worker {lost['index']} (" in report and "did not finish" in report, report[:3000]
 
     # one worker for two expected: the segment does not start, and says why in one line
-    address = f"127.0.0.1:{free_port()}"
+    address = f"{loopback(2)}:{free_port(loopback(2))}"
     run = master(lab, tmp_path / "again", address, 2, "-e", "transaction",
                  "--worker-wait", "8s")
     time.sleep(1.0)

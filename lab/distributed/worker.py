@@ -31,7 +31,10 @@ from lab.errors import ConfigError, RunError
 
 Log = Callable[[str], None]
 # Locust's worker asks for the locustfile for CONNECT_TIMEOUT x CONNECT_RETRY_COUNT (300 s)
-# before it gives up: between two segments of one run the next master is there in seconds.
+# before it gives up. Between two segments of one run the next master is there in seconds (the
+# cooldown, the poolers' drain, Locust's start): a master not back within this long after a
+# segment that was not the run's last went away (its run was interrupted).
+NEXT_SEGMENT_WAIT_S = 90.0
 
 
 @dataclass(frozen=True)
@@ -89,8 +92,16 @@ def serve(master: str, join: str | None = None, workdir: Path | None = None, run
     try:
         log(f"lab worker: joining the master at {host}:{port}"
             + (" (TLS)" if tunnel else "") + f"; files in {base}")
+        mid_run: dict | None = None  # the last segment served, when the run goes on
         while runs == 0 or done_runs < runs:
-            note = _one_segment(base, locust_host, locust_port, segments, tunnel)
+            note = _one_segment(base, locust_host, locust_port, segments, tunnel,
+                                give_up_s=NEXT_SEGMENT_WAIT_S if mid_run else None)
+            if note is None and mid_run is not None:
+                raise RunError(f"the master at {host}:{port} did not come back within "
+                               f"{NEXT_SEGMENT_WAIT_S:.0f} s after {mid_run.get('segment')} of "
+                               f"{mid_run.get('run_id')}: that run was interrupted or failed",
+                               fix="read the master's terminal; start lab worker again for "
+                                   "the next run")
             if note is None:
                 if tunnel is not None and tunnel.last_error:
                     raise RunError(f"could not join the master at {host}:{port}: "
@@ -102,6 +113,7 @@ def serve(master: str, join: str | None = None, workdir: Path | None = None, run
                                    "the address)")
             segments += 1
             log(f"served {note.get('segment')} of {note.get('run_id')}")
+            mid_run = None if note.get("last") else note
             if note.get("last"):
                 done_runs += 1
     finally:
@@ -112,8 +124,10 @@ def serve(master: str, join: str | None = None, workdir: Path | None = None, run
     return WorkerResult(runs=done_runs, segments=segments, workdir=base)
 
 
-def _one_segment(base: Path, host: str, port: int, n: int, tunnel) -> dict | None:
-    """One Locust worker process; the segment it served (None: it joined no master)."""
+def _one_segment(base: Path, host: str, port: int, n: int, tunnel,
+                 give_up_s: float | None = None) -> dict | None:
+    """One Locust worker process; the segment it served (None: it joined no master, or none
+    within ``give_up_s``)."""
     note_path = base / SEGMENT_FILE
     with contextlib.suppress(FileNotFoundError):
         note_path.unlink()
@@ -128,11 +142,16 @@ def _one_segment(base: Path, host: str, port: int, n: int, tunnel) -> dict | Non
     with open(log_path, "w") as out:
         proc = subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, start_new_session=True, cwd=str(base))
+    began = time.monotonic()
     try:
         while proc.poll() is None:
             time.sleep(0.2)
-            if tunnel is not None and tunnel.last_error and not note_path.exists():
+            if note_path.exists():
+                continue
+            if tunnel is not None and tunnel.last_error:
                 break  # the master's certificate or address is wrong: no use waiting 300 s
+            if give_up_s is not None and time.monotonic() - began > give_up_s:
+                break
     finally:
         from lab.run.child import stop_process_group
 
