@@ -1551,21 +1551,28 @@ def _segment_label(s: Mapping[str, Any], repeats: int) -> str:
     return label
 
 
-def _distributed_warnings(m: Mapping[str, Any], segments: list[dict[str, Any]],
-                          repeats: int) -> list[str]:
-    """Where the load came from in a distributed run (`lab run --master-bind`), and every
-    worker that did not finish a segment or never joined it."""
+def distributed_text(m: Mapping[str, Any]) -> str | None:
+    """Where a distributed run's load came from (`lab run --master-bind`); None otherwise."""
     dist = m.get("distributed")
     if not isinstance(dist, dict):
-        return []
-    out = []
+        return None
+    segments = [s for s in m.get("segments") or [] if isinstance(s, dict)]
     expected = dist.get("expect_workers")
     hosts = sorted({str(w.get("host")) for s in segments
                     for w in (s.get("workers") or {}).get("joined") or [] if isinstance(w, dict)})
-    out.append(f"The load came from {expected} workers (`lab worker`, Locust's distributed mode: "
-               f"{', '.join(hosts) or 'none joined'}) through a master at "
-               f"{dist.get('master_bind')}; each generated its share of the seeded schedule"
-               + (", over TLS" if dist.get("tls") else "") + ".")
+    plural = "" if expected == 1 else "s"
+    return (f"The load came from {expected} worker{plural} (lab worker, Locust's distributed "
+            f"mode: {', '.join(hosts) or 'none joined'}) through a master at "
+            f"{dist.get('master_bind')}" + (" over TLS" if dist.get("tls") else "")
+            + "; each generated its share of the seeded schedule.")
+
+
+def _distributed_warnings(m: Mapping[str, Any], segments: list[dict[str, Any]],
+                          repeats: int) -> list[str]:
+    """Every worker of a distributed run that did not finish a segment or never joined it."""
+    if not isinstance(m.get("distributed"), dict):
+        return []
+    out = []
     for s in segments:
         info = s.get("workers")
         if not isinstance(info, dict):
@@ -1574,12 +1581,11 @@ def _distributed_warnings(m: Mapping[str, Any], segments: list[dict[str, Any]],
         for w in info.get("joined") or []:
             if not isinstance(w, dict) or w.get("finished"):
                 continue
-            when = w.get("missing_at") or w.get("last_file_at")
-            start = (s.get("workers") or {}).get("t0")
-            said = (f" at +{when - start:.1f} s" if isinstance(when, float | int)
-                    and isinstance(start, float | int) else "")
+            when = w.get("last_file_at")
+            said = (f" (its last at {dt.datetime.fromtimestamp(when, dt.UTC):%H:%M:%S} UTC)"
+                    if isinstance(when, float | int) else "")
             out.append(f"Worker {w.get('index')} ({w.get('host')}) did not finish {label}: it "
-                       f"went missing{said}, after sending {w.get('chunks', 0)} sample chunk(s); "
+                       f"went missing after sending {w.get('chunks', 0)} sample chunk(s){said}; "
                        "its share of the arrivals after its last chunk is not in the samples.")
         if info.get("never_joined"):
             out.append(f"{info['never_joined']} of {info.get('expected')} workers never joined "

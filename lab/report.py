@@ -213,6 +213,9 @@ def document(a: RunAnalysis, figures: Sequence[plots.FigureFile],
     network = network_text(m)
     if network:
         blocks.append(Para(scrub(network), strong="Network:"))
+    distributed = an.distributed_text(m)
+    if distributed:
+        blocks.append(Para(scrub(distributed), strong="Load:"))
     if comparison is not None:
         blocks.append(Para(
             f"this run (A) against {scrub(comparison.b.run_id)} (B). Every figure draws B in the "

@@ -112,12 +112,13 @@ def test_the_manifest_and_report_name_every_worker_that_did_not_finish():
                 "segments": [{"scenario": "serverless-burst", "endpoint": "transaction",
                               "workers": summary}]}
     said = analysis._distributed_warnings(manifest, manifest["segments"], 1)
-    assert said[0].startswith("The load came from 3 workers")
-    assert "load-a, load-b" in said[0] and "over TLS" in said[0]
+    text = analysis.distributed_text(manifest)
+    assert text.startswith("The load came from 3 workers")
+    assert "load-a, load-b" in text and "over TLS" in text
     assert any(s.startswith("Worker 1 (load-b) did not finish serverless-burst -> "
                             "transaction") for s in said), said
     assert any("1 of 3 workers never joined" in s for s in said), said
-    assert analysis._distributed_warnings({}, [], 1) == []
+    assert analysis._distributed_warnings({}, [], 1) == [] and not analysis.distributed_text({})
 
 
 def lab_worker(*args: str) -> subprocess.CompletedProcess:
