@@ -32,6 +32,23 @@ def lab_cli(*args: str, home: Path, check: bool = True, timeout: float = 240,
     return proc
 
 
+def load_start(reports_dir: Path, endpoint: str, proc: subprocess.Popen | None = None,
+               timeout: float = 60) -> float:
+    """The t0 of the running segment's load on ``endpoint`` (its first Locust process's
+    schedule file), waiting for it; fails when the load never starts."""
+    import time
+
+    deadline = time.time() + timeout
+    while time.time() < deadline and (proc is None or proc.poll() is None):
+        time.sleep(0.2)
+        for path in reports_dir.glob(f"*/schedule/{endpoint}-0.json"):
+            try:
+                return float(json.loads(path.read_text())["t0"])
+            except (OSError, ValueError, KeyError):
+                continue
+    raise AssertionError("the load never started")
+
+
 def docker_ready() -> bool:
     try:
         from lab import engine, image

@@ -22,7 +22,7 @@ import pytest
 
 from lab import samples, scenarios
 from lab import schedule as schedmod
-from tests.conftest import LAB, ROOT
+from tests.conftest import LAB, ROOT, load_start
 
 pytestmark = [pytest.mark.stack, pytest.mark.timeout(300)]
 
@@ -242,16 +242,7 @@ def test_a_killed_pooler_is_connections_refused_and_lost_never_pool_size(lab, tm
     pooler = pooler_container(lab)
     killed_at = None
     try:
-        t0 = None
-        deadline = time.time() + 60
-        while t0 is None and time.time() < deadline and proc.poll() is None:
-            time.sleep(0.2)
-            for path in tmp_path.glob("*/schedule/transaction-0.json"):
-                try:
-                    t0 = json.loads(path.read_text())["t0"]
-                except (OSError, ValueError, KeyError):
-                    continue
-        assert t0 is not None, "the load never started"
+        t0 = load_start(tmp_path, "transaction", proc)
         time.sleep(max(0.0, t0 + 3 - time.time()))
         kill_sent = time.time()
         pooler.kill()

@@ -20,7 +20,7 @@ import pytest
 
 from lab import samples, scenarios
 from lab import schedule as schedmod
-from tests.conftest import LAB, ROOT, lab_cli
+from tests.conftest import LAB, ROOT, lab_cli, load_start
 
 # ~90 s: in `make test-heavy` (.ci/run runs it); tests/test_distributed_unit.py covers the parts
 pytestmark = [pytest.mark.stack, pytest.mark.heavy, pytest.mark.timeout(300)]
@@ -153,16 +153,7 @@ def test_a_worker_that_dies_or_never_joins_is_in_the_manifest_and_report(lab, tm
     workers = [worker(lab, tmp_path, k, address) for k in (1, 2)]
     try:
         # kill worker 2's Locust process 3 s into the load (its chunks so far stay)
-        t0 = None
-        deadline = time.time() + 90
-        while t0 is None and time.time() < deadline:
-            time.sleep(0.2)
-            for path in (tmp_path / "reports").glob("*/schedule/transaction-0.json"):
-                try:
-                    t0 = json.loads(path.read_text())["t0"]
-                except (OSError, ValueError, KeyError):
-                    continue
-        assert t0 is not None, "the load never started"
+        t0 = load_start(tmp_path / "reports", "transaction", run, timeout=90)
         time.sleep(max(0.0, t0 + 3 - time.time()))
         import psutil  # Locust's own dependency
 

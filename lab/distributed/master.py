@@ -153,15 +153,16 @@ def summarize(data: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _check_free(host: str, port: int) -> None:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((host, port))
-        except OSError as exc:
-            raise ConfigError(f"cannot bind the Locust master to {host}:{port} "
-                              f"({exc.strerror or exc})",
-                              fix="give another --master-bind HOST:PORT") from None
+    from lab.stack import port_problem
+
+    try:
+        problem = port_problem(host, port)
+    except OSError as exc:  # a name that does not resolve, say
+        problem = f"cannot bind the Locust master to {host}:{port} ({exc.strerror or exc})"
+    if problem is not None:
+        said = {"in-use": f"port {port} on {host} is in use",
+                "no-address": f"{host} is not an address of this machine"}.get(problem, problem)
+        raise ConfigError(said, fix="give another --master-bind HOST:PORT")
 
 
 def _free_port() -> int:

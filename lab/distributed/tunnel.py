@@ -19,7 +19,6 @@ secret is logged: refusals name the peer's address and the reason only.
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import errno
 import hashlib
 import hmac
@@ -375,20 +374,13 @@ def _certificate(directory: Path) -> tuple[Path, Path, str]:
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
 
     from lab.state import atomic_write
-    from lab.tls import _cert_pem, _key_pem, _now
+    from lab.tls import _cert_pem, _key_pem, self_signed
 
     key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "pooler-lab locust master")])
     cert = (
-        x509.CertificateBuilder()
-        .subject_name(name).issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(_now())
-        .not_valid_after(_now() + dt.timedelta(days=30))
+        self_signed(key, "pooler-lab locust master", 30)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .sign(key, hashes.SHA256())
     )
