@@ -246,3 +246,28 @@ def test_beyond_loopback_the_master_takes_tls_and_the_join_code(lab, tmp_path):
             assert token not in text and lab.password not in text, path
     rows = samples.read_requests(run_dir).to_pylist()
     assert collections.Counter(r["worker"] for r in rows)[0] == shares(1)[0]
+
+
+def test_a_worker_whose_master_goes_away_mid_run_says_so(lab, tmp_path):
+    """The run is interrupted after its first segment (its master killed): `lab worker`, left
+    waiting for the second segment's master, gives up with one line instead of hanging."""
+    from lab.distributed.worker import serve
+    from lab.errors import RunError
+
+    address = f"{loopback(3)}:{free_port(loopback(3))}"
+    run = master(lab, tmp_path, address, 1, "-e", "direct", "-e", "transaction",
+                 "--cooldown", "30s")
+    said: list[str] = []
+    try:
+        with pytest.raises(RunError) as err:
+            # the master's cooldown gives time to kill it after the first segment
+            def log(text: str) -> None:
+                said.append(text)
+                if text.startswith("served "):
+                    os.killpg(run.pid, signal.SIGKILL)
+
+            serve(address, workdir=tmp_path / "w", log=log, next_segment_wait_s=8)
+    finally:
+        kill_all(run)
+    assert any(s.startswith("served serverless-burst.direct") for s in said), said
+    assert "did not come back within 8 s after serverless-burst.direct" in err.value.message

@@ -69,7 +69,7 @@ def _port(raw: str, text: str, flag: str) -> int:
 
 
 def serve(master: str, join: str | None = None, workdir: Path | None = None, runs: int = 1,
-          log: Log = print) -> WorkerResult:
+          log: Log = print, next_segment_wait_s: float = NEXT_SEGMENT_WAIT_S) -> WorkerResult:
     """Serve ``runs`` distributed runs of the master at ``master`` (0: until interrupted)."""
     host, port = parse_address(master, "--master")
     tunnel = None
@@ -95,10 +95,10 @@ def serve(master: str, join: str | None = None, workdir: Path | None = None, run
         mid_run: dict | None = None  # the last segment served, when the run goes on
         while runs == 0 or done_runs < runs:
             note = _one_segment(base, locust_host, locust_port, segments, tunnel,
-                                give_up_s=NEXT_SEGMENT_WAIT_S if mid_run else None)
+                                give_up_s=next_segment_wait_s if mid_run else None)
             if note is None and mid_run is not None:
                 raise RunError(f"the master at {host}:{port} did not come back within "
-                               f"{NEXT_SEGMENT_WAIT_S:.0f} s after {mid_run.get('segment')} of "
+                               f"{next_segment_wait_s:.0f} s after {mid_run.get('segment')} of "
                                f"{mid_run.get('run_id')}: that run was interrupted or failed",
                                fix="read the master's terminal; start lab worker again for "
                                    "the next run")
