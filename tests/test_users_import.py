@@ -203,7 +203,9 @@ def test_app_server_arrivals_without_a_slot_are_not_started_rows(tmp_path):
     assert [s["seed"] for s in sched["servers"]] == [f"{SEED}:persistent:0:0",
                                                      f"{SEED}:persistent:0:1"]
     assert sum(s["not_started"] for s in sched["servers"]) == len(not_started)
-    assert live["max_queued"] > 10 and live["max_inflight"] == 4, live
+    # the live file is read once a second: it sees the slots busy, never beyond the 2 x 2 cap
+    # (all four at one reading is likely, not certain, on a loaded machine)
+    assert live["max_queued"] > 10 and 2 <= live["max_inflight"] <= 4, live
     assert live["final"] == {**live["final"], "queued": len(not_started), "inflight": 0}
 
 
