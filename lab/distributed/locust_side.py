@@ -64,7 +64,6 @@ class Master:
     """Receives the workers' files and keeps ``workers/<segment>.json``."""
 
     def __init__(self, environment, settings: dict[str, str]):
-        self.env = environment
         self.runner = environment.runner
         self.run_dir = labusers.PROCESS.run_dir
         self.segment = os.environ.get("LAB_SEGMENT") or settings.get("LAB_SEGMENT", "segment")
@@ -160,7 +159,6 @@ class Worker:
     """Sends every whole file of lab.users to the master; quits after its test."""
 
     def __init__(self, environment):
-        self.env = environment
         self.runner = environment.runner
         self.process = labusers.PROCESS
         self.run_dir = self.process.run_dir

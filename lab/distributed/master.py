@@ -100,7 +100,7 @@ class Master:
             data = {"workers": []}
         return summarize(data)
 
-    def gave_up(self, segment: Mapping[str, Any], log_path: Path) -> bool:
+    def gave_up(self, log_path: Path) -> bool:
         with contextlib.suppress(OSError):
             return GAVE_UP in log_path.read_text(errors="replace")
         return False

@@ -41,7 +41,6 @@ NEXT_SEGMENT_WAIT_S = 90.0
 class WorkerResult:
     runs: int  # runs whose last segment this worker served
     segments: int  # Locust processes that joined a master
-    workdir: Path
 
 
 def parse_address(text: str, flag: str) -> tuple[str, int]:
@@ -121,7 +120,7 @@ def serve(master: str, join: str | None = None, workdir: Path | None = None, run
             tunnel.close()
         if own:
             shutil.rmtree(base, ignore_errors=True)
-    return WorkerResult(runs=done_runs, segments=segments, workdir=base)
+    return WorkerResult(runs=done_runs, segments=segments)
 
 
 def _one_segment(base: Path, host: str, port: int, n: int, tunnel,

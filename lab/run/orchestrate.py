@@ -75,7 +75,7 @@ class _Run:
     log: Log
     fault_ctx: Any = None  # lab.faults.actions.FaultContext, with --fault
     feed: Any = None  # lab.watch.feed.Publisher: the live view's frames
-    master: Any = None  # lab.run.distributed.Master, with --master-bind
+    master: Any = None  # lab.distributed.master.Master, with --master-bind
 
 
 def execute(spec: RunSpec, legs: list[Leg], endpoints: tuple[str, ...], command: list[str],
@@ -294,7 +294,7 @@ def _segment(run: _Run, leg: Leg, endpoint: str, repeat: int,
             f"Locust did not stop {STUCK_AFTER_S:.0f} s after the end of {name} and was "
             f"stopped (its last line: {said}); measured so far: {run.run_dir}",
             fix=f"read {log_path}")
-    elif run.master is not None and not interrupted and run.master.gave_up(segment, log_path):
+    elif run.master is not None and not interrupted and run.master.gave_up(log_path):
         failure = run.master.gave_up_error(segment, run.run_dir)
         segment["failed"] = failure.message
     # Locust exits 1 for failed requests too; only "non-zero and not one sample" means it
