@@ -186,9 +186,12 @@ def test_round_trips_are_the_configured_ones_and_the_run_records_them(lab_factor
     for endpoint, rtt in expected.items():
         measured = net["endpoints"][endpoint]["measured_ms"]
         assert net["endpoints"][endpoint]["configured_ms"] == rtt
-        assert abs(measured - rtt) <= 0.1 * rtt, (endpoint, measured)
-    assert abs(net["measured_ms"]["client-pooler"] - 20.0) <= 2.0
-    assert abs(net["measured_ms"]["pooler-db"] - 10.0) <= 1.5
+        # The relays add the configured delay (never less), and a loaded machine adds its
+        # scheduling on top (CI measured 22.2 ms for 20); a delay applied twice would be 2x.
+        assert 0.95 * rtt <= measured <= 1.25 * rtt, (endpoint, measured)
+    assert 19.0 <= net["measured_ms"]["client-pooler"] <= 25.0, net["measured_ms"]
+    # a difference of two medians: both sides carry the machine's noise
+    assert abs(net["measured_ms"]["pooler-db"] - 10.0) <= 3.0, net["measured_ms"]
     # a serverless invocation pays several round trips, and TLS some more
     cost = manifest["connect_cost"]["endpoints"]["transaction"]
     assert cost["tls"]["connect_p50_ms"] > cost["plain"]["connect_p50_ms"] > 2 * 20.0
