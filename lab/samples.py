@@ -20,11 +20,13 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import struct
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -87,20 +89,47 @@ def to_table(rows: Sequence[Sequence[Any]]) -> pa.Table:
     return pa.Table.from_arrays(arrays, schema=SCHEMA)
 
 
-def write_table(table: pa.Table, path: Path) -> None:
-    """Write ``table`` to ``path`` whole or not at all (temporary file, then rename)."""
+# A chunk lives until ``compact``: written cheaply (lz4, dictionaries for the strings only, no
+# statistics: a third of zstd's CPU per row), as it is written beside the load, once a second.
+CHUNK_OPTIONS: dict[str, Any] = {"compression": "lz4", "write_statistics": False,
+                                 "use_dictionary": sorted(_STRING_COLUMNS)}
+FILE_OPTIONS: dict[str, Any] = {"compression": COMPRESSION}
+
+
+def write_table(table: pa.Table, path: Path, *, chunk: bool = False) -> None:
+    """Write ``table`` to ``path`` whole or not at all (temporary file, then rename);
+    ``chunk``: a chunk's cheaper options."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         pq.write_table(table.replace_schema_metadata(SCHEMA.metadata), tmp,
-                       compression=COMPRESSION, row_group_size=256 * 1024)
+                       row_group_size=256 * 1024, **(CHUNK_OPTIONS if chunk else FILE_OPTIONS))
         os.replace(tmp, path)
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
 
 
+# A success on the request path (ChunkWriter.oks): these doubles, perf_counter seconds,
+# packed by OK_PACK (one bytes object per request, appended in place: the cheapest way found to
+# hand six floats over in CPython, 140 ns; a list of tuples costs as much again to convert).
+OK_FIELDS = ("kind", "intended", "start", "connected", "end", "query_s")
+OK_PACK = struct.Struct(f"={len(OK_FIELDS)}d").pack
+# The identifying columns a kind stands for (ChunkWriter.kind).
+KIND_COLUMNS = ("scenario", "endpoint", "phase", "name", "worker", "user", "repeat")
+
+
 class ChunkWriter:
     """Buffers rows of one Locust process; ``flush`` writes them as one chunk file.
+
+    Two buffers, one chunk. ``rows``: whole rows as tuples in ``COLUMNS`` order (failures,
+    unfinished and not_started rows: the rare ones). ``oks``: successful requests, the hot
+    path, as ``OK_FIELDS`` doubles packed into one ``bytearray``: no Python object per request
+    lives past the request, and a chunk's columns come out of the buffer with numpy,
+    not row by row (bench/request_path.py, issue "Scale": the lean load path). A success's
+    identifying columns are a ``kind`` (registered once per user and request name); its
+    times are perf_counter seconds, turned into wall-clock times (``to_wall`` added) and the
+    format's milliseconds when the chunk is written, with the same float arithmetic a row
+    would have had.
 
     ``add`` flushes by itself when the last flush is ``interval`` seconds old; the caller should
     also call ``flush`` on a timer (a quiet period must not hold rows back) and ``close`` when
@@ -108,13 +137,17 @@ class ChunkWriter:
     chunk is being written go to the next chunk.
     """
 
-    def __init__(self, run_dir: Path | str, worker: int, *, interval: float = 1.0):
+    def __init__(self, run_dir: Path | str, worker: int, *, interval: float = 1.0,
+                 to_wall: float = 0.0):
         self.dir = Path(run_dir) / CHUNK_DIR
         self.dir.mkdir(parents=True, exist_ok=True)
         self.worker = worker
         self.interval = interval
+        self.to_wall = to_wall
         self.seq = 0
         self.rows: list[tuple] = []
+        self.oks = bytearray()  # OK_PACK'd successes; one object for good (callers hold it)
+        self.kinds: list[tuple] = []
         self.written = 0
         self.files = 0
         self._last_flush = time.monotonic()
@@ -124,18 +157,34 @@ class ChunkWriter:
         if time.monotonic() - self._last_flush >= self.interval:
             self.flush()
 
-    def take(self) -> tuple[list[tuple], Path | None]:
+    def kind(self, scenario: str, endpoint: str, phase: str, name: str, worker: int,
+             user: int, repeat: int) -> float:
+        """Register the identifying columns (``KIND_COLUMNS``) of successes to come; the
+        returned id is their first ``OK_FIELDS`` value."""
+        self.kinds.append((scenario, endpoint, phase, name, worker, user, repeat))
+        return float(len(self.kinds) - 1)
+
+    def add_ok(self, kind: float, intended: float, start: float, connected: float,
+               end: float, query_s: float) -> None:
+        """One success (perf_counter seconds; ``query_s`` NaN when no query ran). The request
+        path appends to ``oks`` itself; this is the same, spelled out."""
+        self.oks += OK_PACK(kind, intended, start, connected, end, query_s)
+
+    def take(self) -> tuple[Batch, Path | None]:
         """Hand over the buffered rows and the path their chunk will have (None: no rows).
         ``write`` may then run on another thread while rows keep coming in."""
         self._last_flush = time.monotonic()
         rows, self.rows = self.rows, []
-        return rows, (self._next_path() if rows else None)
+        oks = bytes(self.oks)  # a copy; the buffer stays the object callers append to
+        del self.oks[:]
+        batch = Batch(rows, oks, list(self.kinds), self.to_wall)
+        return batch, (self._next_path() if len(batch) else None)
 
-    def write(self, rows: list[tuple], path: Path | None) -> Path | None:
-        if not rows or path is None:
+    def write(self, batch: Batch, path: Path | None) -> Path | None:
+        if not len(batch) or path is None:
             return None
-        write_table(to_table(rows), path)
-        self.written += len(rows)
+        write_table(batch.table(), path, chunk=True)
+        self.written += len(batch)
         self.files += 1
         return path
 
@@ -151,6 +200,59 @@ class ChunkWriter:
 
     def close(self) -> None:
         self.flush()
+
+
+class Batch:
+    """What ``ChunkWriter.take`` hands over: whole rows and the columnar successes."""
+
+    def __init__(self, rows: list[tuple], oks: bytes, kinds: list[tuple], to_wall: float):
+        self.rows = rows
+        self.oks = oks
+        self.kinds = kinds
+        self.to_wall = to_wall
+
+    def __len__(self) -> int:
+        return len(self.rows) + len(self.oks) // (8 * len(OK_FIELDS))
+
+    def table(self) -> pa.Table:
+        parts = []
+        if self.rows:
+            parts.append(to_table(self.rows))
+        if self.oks:
+            parts.append(ok_table(self.oks, self.kinds, self.to_wall))
+        if len(parts) == 1:
+            return parts[0]
+        return pa.concat_tables(parts).unify_dictionaries().combine_chunks()
+
+
+def ok_table(oks: bytes, kinds: Sequence[tuple], to_wall: float) -> pa.Table:
+    """Successes (``OK_FIELDS`` doubles each) as a table of the current schema: the same
+    values ``to_table`` gives for their rows (wall = perf + to_wall, milliseconds = seconds
+    difference x 1000.0, float64 throughout)."""
+    a = np.frombuffer(oks, dtype=np.float64).reshape(-1, len(OK_FIELDS))
+    n = len(a)
+    kind = a[:, 0].astype(np.int32)
+    intended, start, connected, end = a[:, 1], a[:, 2], a[:, 3], a[:, 4]
+    columns: dict[str, pa.Array] = {}
+    for i, col in enumerate(KIND_COLUMNS):
+        values = [k[i] for k in kinds]
+        if col in _STRING_COLUMNS:
+            dictionary = list(dict.fromkeys(values))
+            codes = np.array([dictionary.index(v) for v in values], dtype=np.int32)
+            columns[col] = pa.DictionaryArray.from_arrays(
+                pa.array(codes[kind], type=pa.int32()), pa.array(dictionary, type=pa.string()))
+        else:
+            columns[col] = pa.array(np.array(values)[kind], type=SCHEMA.field(col).type)
+    columns["intended_start"] = pa.array(intended + to_wall)
+    columns["start"] = pa.array(start + to_wall)
+    columns["connect_ms"] = pa.array((connected - start) * 1000.0)
+    columns["query_ms"] = pa.array(a[:, 5] * 1000.0)
+    columns["service_ms"] = pa.array((end - start) * 1000.0)
+    columns["total_ms"] = pa.array((end - intended) * 1000.0)
+    columns["ok"] = pa.array(np.ones(n, dtype=bool))
+    for col in ("error_class", "sqlstate", "message"):
+        columns[col] = pa.nulls(n, type=_DICT)
+    return pa.Table.from_arrays([columns[f.name] for f in SCHEMA], schema=SCHEMA)
 
 
 # -- reading -------------------------------------------------------------------------------
@@ -175,19 +277,22 @@ def read_chunk(path: Path | str, columns: Iterable[str] | None = None) -> pa.Tab
     columns a file predates are filled with what they meant then (``repeat`` = 1), columns a
     newer minor version added are left out. ``columns`` selects (and orders) columns."""
     path = Path(path)
+    wanted = list(columns) if columns is not None else list(COLUMNS)
     try:
-        schema = pq.read_schema(path)
+        # one open and one footer for the schema and the data (read_schema + read_table:
+        # two, and a dataset's machinery; the live counters read a chunk twice a second)
+        with pq.ParquetFile(path) as file:
+            schema = file.schema_arrow
+            check_format(schema.metadata, path)
+            present = set(schema.names)
+            unknown = [c for c in wanted if c not in present and c not in ADDED_COLUMNS]
+            if unknown:
+                raise ReportError(f"{path} has no column {', '.join(map(repr, unknown))}",
+                                  fix=f"read the columns of {FORMAT}: {', '.join(COLUMNS)}")
+            table = file.read(columns=[c for c in wanted if c in present])
     except (OSError, pa.ArrowInvalid) as exc:
         raise ReportError(f"{path} is unreadable ({exc})",
                           fix="delete the damaged file and run `lab report` again") from None
-    check_format(schema.metadata, path)
-    wanted = list(columns) if columns is not None else list(COLUMNS)
-    present = set(schema.names)
-    unknown = [c for c in wanted if c not in present and c not in ADDED_COLUMNS]
-    if unknown:
-        raise ReportError(f"{path} has no column {', '.join(map(repr, unknown))}",
-                          fix=f"read the columns of {FORMAT}: {', '.join(COLUMNS)}")
-    table = pq.read_table(path, columns=[c for c in wanted if c in present])
     if len(table.column_names) == len(wanted):
         return table.select(wanted)
     arrays, fields = [], []

@@ -102,6 +102,9 @@ __all__ = ["AppServerUser", "InvocationUser", "LabUser", "Request", "SessionUser
 
 log = logging.getLogger("lab.users")
 NAN = math.nan
+OK_PACK = samples.OK_PACK
+_BAD = psycopg.pq.ConnStatus.BAD
+_TUPLES_OK = psycopg.pq.ExecStatus.TUPLES_OK
 TRANSACTION_ENDPOINTS = ("transaction", "dedicated")
 SUPABASE_TRANSACTION_PORT = 6543
 APP_NAME_MAX = 63  # Postgres truncates application_name to NAMEDATALEN - 1
@@ -151,6 +154,7 @@ class _Process:
         # (the run's timebase: lab.clock, LAB_CLOCK_OFFSET from the orchestrator)
         self.anchor_perf = time.perf_counter()
         self.anchor_wall = clock.offset() + self.anchor_perf
+        self.to_wall = self.anchor_wall - self.anchor_perf  # wall = perf + to_wall
         self.writer: samples.ChunkWriter | None = None
         self.flusher = None
         self.write_lock = gevent.lock.Semaphore()
@@ -238,10 +242,21 @@ class _Process:
         self.not_started += n
         return n
 
+    def ok_kind(self, user: LabUser, name: str) -> float:
+        """The id a user's successes named ``name`` carry in the writer's columnar buffer
+        (samples.ChunkWriter.oks); -1.0: nothing is recorded (no run directory)."""
+        if self.run_dir is None:
+            return -1.0
+        if self.writer is None or self.flusher is None:
+            self._ensure_writer()
+        return self.writer.kind(user.scenario_name, user.endpoint_name, user.phase, name,
+                                self.worker_index, user.user_index, self.repeat)
+
     def _ensure_writer(self) -> None:
         if self.writer is None:
             self.writer = samples.ChunkWriter(self.run_dir, self.worker,
-                                              interval=math.inf)  # flushed by the flusher
+                                              interval=math.inf,  # flushed by the flusher
+                                              to_wall=self.to_wall)
         if self.flusher is None:
             self.flusher = gevent.spawn(self._flush_loop)
 
@@ -250,12 +265,12 @@ class _Process:
         while True:
             gevent.sleep(FLUSH_INTERVAL_S)
             with self.write_lock:
-                rows, path = self.writer.take()
-                if rows:
+                batch, path = self.writer.take()
+                if path is not None:
                     try:
                         # On a real thread: Arrow and Parquet release the GIL for most of
                         # their work, so the users keep running (and measuring) meanwhile.
-                        pool.apply(self.writer.write, (rows, path))
+                        pool.apply(self.writer.write, (batch, path))
                     except Exception:  # a full disk must not stop the load
                         log.exception("could not write a requests chunk")
                     else:
@@ -738,10 +753,12 @@ class Session(_Connector):
         self.conn: psycopg.Connection | None = None
 
     def get(self) -> psycopg.Connection:
-        if self.conn is None or self.conn.closed or self.conn.broken:
+        conn = self.conn
+        # closed (a broken connection is closed too), read off pgconn: 40 ns, not 270
+        if conn is None or conn.pgconn.status == _BAD:
             self.close()
-            self.conn = self.connect()
-        return self.conn
+            conn = self.conn = self.connect()
+        return conn
 
     def put(self, conn: psycopg.Connection, failed: bool) -> None:
         if failed and (conn.broken or conn.closed
@@ -885,7 +902,9 @@ class Request:
         started = time.perf_counter()
         try:
             cur = self.conn.execute(query, params)
-            rows = cur.fetchall() if cur.description is not None else []
+            # a result set to fetch (description would build Column objects: 2.4 us)
+            res = cur.pgresult
+            rows = cur.fetchall() if res is not None and res.status == _TUPLES_OK else []
         finally:
             self.query_s += time.perf_counter() - started
             self.queries += 1
@@ -913,6 +932,7 @@ class LabUser(User):
         self.endpoint_name = PROCESS.endpoint
         self.scenario_name = PROCESS.scenario_of(type(self))
         self._context = {"phase": self.phase}  # Locust's request context, the same each time
+        self._ok_kinds: dict[str, float] = {}  # request name -> PROCESS.ok_kind
 
     # -- configuration
 
@@ -957,19 +977,19 @@ class LabUser(User):
         than context managers, the clock read once per step, nothing computed for a success
         that only a failure needs."""
         perf = time.perf_counter
+        process = PROCESS
         start = perf()
         intended = start if intended is None or intended > start else intended
-        connect_ms = NAN
+        connected = NAN  # until the connector answered (connect_ms NaN: it never did)
         error: BaseException | None = None
         conn = None
         req = None
-        PROCESS.inflight += 1
+        process.inflight += 1
         try:
             try:
                 conn = self.connector.get()
             finally:
                 connected = perf()
-                connect_ms = (connected - start) * 1000.0
             req = Request(conn)
             work(req)
         except Exception as exc:  # every failure is a sample; the load goes on
@@ -978,26 +998,44 @@ class LabUser(User):
             # Cut off by the stop: the times so far, recorded before anything can block.
             end = perf()
             query_ms = req.query_s * 1000.0 if req is not None and req.queries else NAN
-            self._record(name or self.request_name, intended, start, end, connect_ms,
-                         query_ms, _Unfinished(end - start))
+            self._record(name or self.request_name, intended, start, end,
+                         (connected - start) * 1000.0, query_ms, _Unfinished(end - start))
             raise
         finally:
-            PROCESS.inflight -= 1
+            process.inflight -= 1
             if conn is not None:
                 try:  # noqa: SIM105 - contextlib.suppress costs a context manager per request
-                    self.connector.put(conn, failed=error is not None or req is None
-                                       or not _finished(conn))
+                    self.connector.put(conn, error is not None or req is None
+                                       or conn.pgconn.transaction_status != _IDLE)
                 except Exception:  # a connection that cannot be put back is dropped
                     pass
         end = perf()
-        self._record(name or self.request_name, intended, start, end, connect_ms,
-                     req.query_s * 1000.0 if req is not None and req.queries else NAN, error)
-        return error is None
+        name = name or self.request_name
+        if error is not None:
+            self._record(name, intended, start, end, (connected - start) * 1000.0,
+                         req.query_s * 1000.0 if req is not None and req.queries else NAN,
+                         error)
+            return False
+        # A success: six doubles into the writer's columnar buffer (samples.ChunkWriter), the
+        # same values _record's row would hold once the chunk is written.
+        kind = self._ok_kinds.get(name)
+        if kind is None:
+            kind = self._ok_kinds[name] = process.ok_kind(self, name)
+        if kind >= 0.0:
+            oks = process.writer.oks
+            oks += OK_PACK(kind, intended, start, connected, end,
+                           req.query_s if req.queries else NAN)
+        total_ms = (end - intended) * 1000.0
+        self.environment.events.request.fire(
+            request_type=self.endpoint_name, name=name, response_time=total_ms,
+            response_length=0, context=self._context, exception=None,
+            start_time=start + process.to_wall)
+        return True
 
     def _record(self, name: str, intended: float, start: float, end: float,
                 connect_ms: float, query_ms: float, error: BaseException | None) -> None:
         process = PROCESS
-        to_wall = process.anchor_wall - process.anchor_perf  # PROCESS.wall, inlined
+        to_wall = process.to_wall  # PROCESS.wall, inlined
         total_ms = (end - intended) * 1000.0
         if error is None:  # a success never reaches the classification
             error_class = sqlstate = message = failed = None
@@ -1029,15 +1067,10 @@ class _Unfinished(Exception):
                          f"{seconds:.2f} s)")
 
 
+# A connection whose transaction status is not this after a request was killed mid-query or
+# left a transaction open: a session drops it (pgconn's status: no ConnectionInfo per request;
+# a closed connection reads UNKNOWN, never raises).
 _IDLE = psycopg.pq.TransactionStatus.IDLE
-
-
-def _finished(conn: psycopg.Connection) -> bool:
-    """The connection is idle (not killed mid-query): a pool or session may keep it."""
-    try:
-        return conn.info.transaction_status == _IDLE
-    except Exception:
-        return False
 
 
 class SessionUser(LabUser):

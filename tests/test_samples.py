@@ -225,3 +225,62 @@ def test_a_million_rows_stay_small(tmp_path):
     table = samples.read_requests(tmp_path)
     assert table.num_rows == n
     assert size < 30 * 1024 * 1024, size
+
+
+def test_columnar_successes_are_the_rows_the_request_path_used_to_write(tmp_path):
+    # ChunkWriter.oks holds successes as perf_counter doubles; the chunk must hold exactly the
+    # values a whole row computed in Python would (wall = perf + to_wall, ms = diff x 1000.0).
+    to_wall = 1_800_000_000.123456 - 52_345.678901
+    w = samples.ChunkWriter(tmp_path, worker=2, interval=3600, to_wall=to_wall)
+    kinds = [w.kind("app-server", "transaction", "persistent", name, 2, user, 3)
+             for user, name in ((0, "read"), (1, "read"), (1, "write"))]
+    held = w.oks
+    expected = []
+    for i in range(300):
+        kind = kinds[i % 3]
+        _, _, _, name, _, user, _ = w.kinds[int(kind)]
+        intended = 52_345.678901 + i * 0.0013
+        start = intended + (i % 5) * 1e-4
+        connected = start + 2.5e-5
+        end = connected + 0.000731 + i * 1e-7
+        query_s = math.nan if i % 50 == 0 else end - connected - 1e-6
+        w.add_ok(kind, intended, start, connected, end, query_s)
+        expected.append(("app-server", "transaction", "persistent", name, 2, user,
+                         intended + to_wall, start + to_wall, (connected - start) * 1000.0,
+                         query_s * 1000.0, (end - start) * 1000.0, (end - intended) * 1000.0,
+                         True, None, None, None, 3))
+    failure = row(7, ok=False, worker=2, repeat=3)
+    w.add(failure)
+    expected.append(failure)
+    assert w.flush() is not None
+    assert w.oks is held and len(held) == 0  # emptied in place: the request path holds it
+    assert w.written == 301
+    w.add_ok(kinds[0], 1.0, 1.0, 1.0, 1.0, 0.0)  # the next chunk
+    w.close()
+    got = samples.read_requests(tmp_path).to_pylist()
+    assert len(got) == 302
+    key = {c: i for i, c in enumerate(samples.COLUMNS)}
+    want = sorted((dict(zip(samples.COLUMNS, r, strict=True)) for r in expected),
+                  key=lambda r: r["start"])
+    got = sorted(got[:301], key=lambda r: r["start"])
+    assert len(key) == len(got[0])
+    for g, e in zip(got, want, strict=True):
+        for column in samples.COLUMNS:
+            a, b = g[column], e[column]
+            if isinstance(b, float) and math.isnan(b):
+                assert isinstance(a, float) and math.isnan(a), column
+            else:
+                assert a == b, (column, a, b)  # bit for bit, not approximately
+
+
+def test_a_chunk_of_successes_alone_reads_as_the_schema(tmp_path):
+    w = samples.ChunkWriter(tmp_path, worker=0, interval=3600)
+    kind = w.kind("s", "direct", "closed", "request", 0, 0, 1)
+    w.add_ok(kind, 10.0, 10.5, 10.75, 11.0, 0.125)
+    w.close()
+    t = samples.read_requests(tmp_path)
+    assert t.schema == samples.SCHEMA.remove_metadata().with_metadata(t.schema.metadata)
+    r = t.to_pylist()[0]
+    assert (r["connect_ms"], r["query_ms"], r["service_ms"], r["total_ms"]) == \
+        (250.0, 125.0, 500.0, 1000.0)
+    assert r["ok"] is True and r["error_class"] is None and r["message"] is None
