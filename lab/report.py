@@ -427,8 +427,9 @@ def _fault_table(a: RunAnalysis) -> list[Block]:
         Para("Each fault was injected into every segment at the same time after its load "
              "started (faults.jsonl has what the engine answered). Failed during: requests it "
              "broke or refused while in effect; after: due once it had ended. First success: "
-             "when the first request due from the fault on succeeded; whole again: the first "
-             "moment from which a second passed without a failure and with the p95 within 20% "
+             "when the first request due once the fault was in effect (its action done and "
+             "a request failed) succeeded; whole again: the first moment from which a second "
+             "passed without a failure and with the p95 within 20% "
              "of the 10 s before the fault (both from the fault's start). Backends and clients: "
              "before (median of the 5 s before) / during (peak) / after (median)."),
         Table(["fault", "segment", "in effect", "failed during", "failed after", "not started",

@@ -345,3 +345,42 @@ def test_a_down_engine_or_console_is_recorded_not_raised(monkeypatch):
     # an endpoint without a console (a lab without that pooler) is recorded too
     assert actions.inject(parse_fault("0s:transaction:reload"), ctx)["ok"] is False
     ctx.close()
+
+
+def test_first_success_counts_from_the_faults_action_done():
+    # A kill takes effect somewhere between the inject's start (t) and docker's answer
+    # (done_t): a request due in between may be served before the pooler dies, and on a busy
+    # client end after one that the kill broke. It is not the first success after the fault.
+    import numpy as np
+
+    from lab.faults import measure
+
+    events = [
+        {"segment": "s.transaction", "fault": "5s:pooler:kill:3s", "phase": "inject",
+         "t": 105.0, "done_t": 105.2, "ok": True, "description": "pooler killed for 3 s"},
+        {"segment": "s.transaction", "fault": "5s:pooler:kill:3s", "phase": "recover",
+         "t": 108.0, "done_t": 108.5, "ok": True},
+    ]
+    window = measure.windows(events)["s.transaction"][0]
+    assert (window.begin, window.effective, window.end) == (105.0, 105.2, 108.5)
+    # due:   104.0 ok | 105.01 broken | 105.02 served before the kill took effect (ends late)
+    #        105.5 refused | 109.0 ok (the pooler is back)
+    intended = np.array([104.0, 105.01, 105.02, 105.5, 109.0])
+    ends = np.array([104.001, 105.05, 105.083, 105.51, 109.002])
+    ok = np.array([True, False, True, False, True])
+    rows = measure.Rows(intended=intended, ends=ends, ok=ok,
+                        not_started=np.zeros(5, dtype=bool),
+                        classes=np.array([0, 1, 0, 2, 0]),
+                        class_names=["", "connection_lost", "connection_refused"],
+                        total_ms=(ends - intended) * 1000)
+    hit = measure.impact(window, rows, repeat=1, load_start=100.0, segment_end=114.0,
+                         backends=None, clients=None)
+    assert hit.failed_during == {"connection_lost": 1, "connection_refused": 1}
+    assert hit.first_success_s == 109.002 - 105.0
+    # without docker's answer recorded, the first failure is all there is to go by
+    del events[0]["done_t"]
+    window = measure.windows(events)["s.transaction"][0]
+    assert window.effective is None
+    early = measure.impact(window, rows, repeat=1, load_start=100.0, segment_end=114.0,
+                           backends=None, clients=None)
+    assert abs(early.first_success_s - 0.083) < 1e-9

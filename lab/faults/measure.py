@@ -50,6 +50,9 @@ class FaultWindow:
     end: float  # Unix s: when it stopped being in effect
     injected: bool
     answer: str
+    # Unix s: the inject's action done (a killed container is dead once `docker kill` answers;
+    # between begin and this, requests may still be served). None: begin.
+    effective: float | None = None
 
 
 @dataclass
@@ -137,11 +140,13 @@ def windows(events: Iterable[Mapping[str, Any]]) -> dict[str, list[FaultWindow]]
             end = _num(recover.get("done_t")) or _num(recover.get("t"))
         if end is None:
             end = _num(inject.get("done_t")) or begin
+        done = _num(inject.get("done_t"))
         result.setdefault(key[0], []).append(FaultWindow(
             fault=key[1], description=str(inject.get("description") or key[1]),
             action=str(inject.get("action", "")), target=str(inject.get("target", "")),
             begin=begin, end=max(end, begin), injected=bool(inject.get("ok")),
-            answer=str(inject.get("answer") or inject.get("error") or "")))
+            answer=str(inject.get("answer") or inject.get("error") or ""),
+            effective=None if done is None else min(max(done, begin), max(end, begin))))
     return result
 
 
@@ -182,6 +187,11 @@ def impact(window: FaultWindow, rows: Rows, repeat: int, load_start: float, segm
     result.pre_p95_ms = float(np.percentile(pre_values, 95)) if len(pre_values) >= 5 else None
     hit = during & (rows.intended >= begin)
     since = float(np.nanmin(rows.intended[hit])) if hit.any() else begin
+    # A request due while the action was still under way may have been served before the
+    # fault took effect (and end after a request that it broke, on a busy client): the first
+    # success counts from the first failure and from the action's end, whichever is later.
+    if window.effective is not None:
+        since = max(since, window.effective)
     later_ok = rows.ok & (rows.intended >= since)
     if later_ok.any():
         result.first_success_s = float(np.nanmin(rows.ends[later_ok])) - begin
