@@ -47,25 +47,6 @@ WHERE = ["--db-address", "127.0.8.2", "--pooler-address", "127.0.8.3"]
 ENDPOINT = "transaction"
 
 
-class OwnCpu(CpuSampler):
-    """CPU seconds of the process alone (`lab run`'s orchestrator without its Locust child)."""
-
-    def _loop(self) -> None:
-        import psutil
-
-        try:
-            proc = psutil.Process(self._proc.pid)
-        except psutil.Error:
-            return
-        while self._proc.poll() is None:
-            try:
-                t = proc.cpu_times()
-            except psutil.Error:
-                break
-            self.samples.append((time.time(), t.user + t.system))
-            time.sleep(0.25)
-
-
 def _count(marks: list[tuple[float, float]], t1: float, t2: float) -> float:
     ts, ns = zip(*marks, strict=True)
     return float(np.interp(t2, ts, ns) - np.interp(t1, ts, ns))
@@ -96,7 +77,8 @@ def one_round(args: argparse.Namespace, env: dict[str, str], uri: str, work: Pat
     plain_env = dict(env, PLAIN_URI=uri, PLAIN_MODE="persistent", PLAIN_COUNTS=str(counts))
     procs = {"lab": subprocess.Popen(lab_argv, env=env, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, text=True, cwd=work)}
-    samplers = {"lab": CpuSampler(procs["lab"]), "orchestrator": OwnCpu(procs["lab"])}
+    samplers = {"lab": CpuSampler(procs["lab"]),
+                "orchestrator": CpuSampler(procs["lab"], children=False)}
     # `lab run` checks the lab and starts its sampler before the load (several seconds):
     # plain Locust starts when the lab's first chunk of samples is there
     deadline = time.monotonic() + 60

@@ -83,13 +83,15 @@ RATE_QUERIES = {"SELECT 1": "SELECT 1", "SELECT pg_sleep(0.002)": "2 ms query"}
 
 
 class CpuSampler:
-    """CPU seconds (user + system) of a process and its live children, four times a second."""
+    """CPU seconds (user + system) of a process and its live children (``children=False``: the
+    process alone), four times a second."""
 
-    def __init__(self, proc: subprocess.Popen):
+    def __init__(self, proc: subprocess.Popen, children: bool = True):
         import threading
 
         self.samples: list[tuple[float, float]] = []
         self._proc = proc
+        self._children = children
         self._thread = threading.Thread(target=self._loop, daemon=True)
         self._thread.start()
 
@@ -101,7 +103,8 @@ class CpuSampler:
         while self._proc.poll() is None:
             total = 0.0
             try:
-                for p in [root, *root.children(recursive=True)]:
+                kids = root.children(recursive=True) if self._children else []
+                for p in [root, *kids]:
                     try:
                         t = p.cpu_times()
                         total += t.user + t.system
