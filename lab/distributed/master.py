@@ -20,8 +20,6 @@ from pathlib import Path
 from typing import Any
 
 from lab.distributed import wrapper
-from lab.distributed.tunnel import is_loopback
-from lab.distributed.worker import parse_address
 from lab.errors import ConfigError, RunError
 
 # What a worker may send the master, by folder (lab.distributed.locust_side), and its chunks.
@@ -43,8 +41,8 @@ class Master:
 
     @classmethod
     def open(cls, spec, run_id: str, log: Callable[[str], None]) -> Master:
-        host, port = parse_address(spec.master_bind, "--master-bind")
-        if is_loopback(host):
+        host, port = spec.master_address
+        if not spec.master_beyond_loopback:
             _check_free(host, port)
             return cls((host, port), (host, port), spec.expect_workers, spec.worker_wait_s,
                        run_id)

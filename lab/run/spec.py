@@ -61,6 +61,25 @@ class RunSpec:
     expect_workers: int = 1
     worker_wait_s: float = 120.0
 
+    @property
+    def master_address(self) -> tuple[str, int] | None:
+        """``--master-bind`` as (host, port); None without it (ConfigError when malformed)."""
+        if self.master_bind is None:
+            return None
+        from lab.distributed.worker import parse_address
+
+        return parse_address(self.master_bind, "--master-bind")
+
+    @property
+    def master_beyond_loopback(self) -> bool:
+        """Workers on other machines generate the load (TLS tunnel, published addresses)."""
+        address = self.master_address
+        if address is None:
+            return False
+        from lab.distributed.tunnel import is_loopback
+
+        return not is_loopback(address[0])
+
     def check(self) -> None:
         """Refuse counts a run cannot use, with the flag that fixes them."""
         if self.sslmode is not None and self.sslmode not in SSLMODES:
@@ -83,10 +102,7 @@ class RunSpec:
             raise ConfigError("the duration is not positive", fix="use e.g. --duration 60s")
         if self.cooldown_s < 0:
             raise ConfigError("the cooldown is negative", fix="use e.g. --cooldown 5s or 0s")
-        if self.master_bind is not None:
-            from lab.distributed.worker import parse_address
-
-            parse_address(self.master_bind, "--master-bind")
+        if self.master_address is not None:  # parsed: a bad --master-bind is said here
             if self.workers > 1:
                 raise ConfigError("--workers starts local Locust processes; with --master-bind "
                                   "the load comes from `lab worker` processes",

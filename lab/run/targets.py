@@ -67,7 +67,7 @@ def resolve_targets(spec: RunSpec, endpoints: tuple[str, ...] = ()) -> Targets:
     # The load goes to the containers' bridge addresses (no userland proxy in the way), except
     # when workers on other machines generate it (--master-bind beyond loopback): they can only
     # reach the addresses the lab publishes (`lab up --db-address/--pooler-address`).
-    bench = spec.master_bind is None or _master_on_loopback(spec.master_bind)
+    bench = not spec.master_beyond_loopback
     return Targets(
         endpoints={name: eps[name] for name in eps},
         uris={name: eps[name].uri(password, bench=bench, sslmode=spec.sslmode) for name in eps},
@@ -81,13 +81,6 @@ def resolve_targets(spec: RunSpec, endpoints: tuple[str, ...] = ()) -> Targets:
         image_tag=image.tag(),
         project=cfg.project,
     )
-
-
-def _master_on_loopback(master_bind: str) -> bool:
-    from lab.distributed.tunnel import is_loopback
-    from lab.distributed.worker import parse_address
-
-    return is_loopback(parse_address(master_bind, "--master-bind")[0])
 
 
 def reset_poolers(targets: Targets, log: Log) -> dict[str, int]:
