@@ -113,7 +113,8 @@ def write_table(table: pa.Table, path: Path, *, chunk: bool = False) -> None:
 # packed by OK_PACK (one bytes object per request, appended in place: the cheapest way found to
 # hand six floats over in CPython, 140 ns; a list of tuples costs as much again to convert).
 OK_FIELDS = ("kind", "intended", "start", "connected", "end", "query_s")
-OK_PACK = struct.Struct(f"={len(OK_FIELDS)}d").pack
+OK_STRUCT = struct.Struct(f"={len(OK_FIELDS)}d")
+OK_PACK = OK_STRUCT.pack
 # The identifying columns a kind stands for (ChunkWriter.kind).
 KIND_COLUMNS = ("scenario", "endpoint", "phase", "name", "worker", "user", "repeat")
 
@@ -212,7 +213,7 @@ class Batch:
         self.to_wall = to_wall
 
     def __len__(self) -> int:
-        return len(self.rows) + len(self.oks) // (8 * len(OK_FIELDS))
+        return len(self.rows) + len(self.oks) // OK_STRUCT.size
 
     def table(self) -> pa.Table:
         parts = []

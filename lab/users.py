@@ -247,8 +247,7 @@ class _Process:
         (samples.ChunkWriter.oks); -1.0: nothing is recorded (no run directory)."""
         if self.run_dir is None:
             return -1.0
-        if self.writer is None or self.flusher is None:
-            self._ensure_writer()
+        self._ensure_writer()
         return self.writer.kind(user.scenario_name, user.endpoint_name, user.phase, name,
                                 self.worker_index, user.user_index, self.repeat)
 
@@ -998,8 +997,9 @@ class LabUser(User):
             # Cut off by the stop: the times so far, recorded before anything can block.
             end = perf()
             query_ms = req.query_s * 1000.0 if req is not None and req.queries else NAN
-            self._record(name or self.request_name, intended, start, end,
-                         (connected - start) * 1000.0, query_ms, _Unfinished(end - start))
+            self._record_failure(name or self.request_name, intended, start, end,
+                                 (connected - start) * 1000.0, query_ms,
+                                 _Unfinished(end - start))
             raise
         finally:
             process.inflight -= 1
@@ -1012,12 +1012,12 @@ class LabUser(User):
         end = perf()
         name = name or self.request_name
         if error is not None:
-            self._record(name, intended, start, end, (connected - start) * 1000.0,
-                         req.query_s * 1000.0 if req is not None and req.queries else NAN,
-                         error)
+            self._record_failure(
+                name, intended, start, end, (connected - start) * 1000.0,
+                req.query_s * 1000.0 if req is not None and req.queries else NAN, error)
             return False
         # A success: six doubles into the writer's columnar buffer (samples.ChunkWriter), the
-        # same values _record's row would hold once the chunk is written.
+        # same values a whole row would hold once the chunk is written (samples.ok_table).
         kind = self._ok_kinds.get(name)
         if kind is None:
             kind = self._ok_kinds[name] = process.ok_kind(self, name)
@@ -1032,24 +1032,22 @@ class LabUser(User):
             start_time=start + process.to_wall)
         return True
 
-    def _record(self, name: str, intended: float, start: float, end: float,
-                connect_ms: float, query_ms: float, error: BaseException | None) -> None:
+    def _record_failure(self, name: str, intended: float, start: float, end: float,
+                        connect_ms: float, query_ms: float, error: BaseException) -> None:
+        """A failed or unfinished request: a whole row, classified (successes never come
+        here: request() packs them into the writer's columnar buffer)."""
         process = PROCESS
         to_wall = process.to_wall  # PROCESS.wall, inlined
         total_ms = (end - intended) * 1000.0
-        if error is None:  # a success never reaches the classification
-            error_class = sqlstate = message = failed = None
+        if isinstance(error, _Unfinished):
+            error_class, sqlstate, message = UNFINISHED, None, str(error)
         else:
-            if isinstance(error, _Unfinished):
-                error_class, sqlstate, message = UNFINISHED, None, str(error)
-            else:
-                error_class, sqlstate, message = classify(error, secrets=process.secrets)
-            failed = RequestFailed(f"{error_class}: {message}")
+            error_class, sqlstate, message = classify(error, secrets=process.secrets)
+        failed = RequestFailed(f"{error_class}: {message}")
         process.record((self.scenario_name, self.endpoint_name, self.phase, name,
                         process.worker_index, self.user_index, intended + to_wall,
                         start + to_wall, connect_ms, query_ms, (end - start) * 1000.0,
-                        total_ms, error is None, error_class, sqlstate, message,
-                        process.repeat))
+                        total_ms, False, error_class, sqlstate, message, process.repeat))
         self.environment.events.request.fire(
             request_type=self.endpoint_name, name=name, response_time=total_ms,
             response_length=0, context=self._context, exception=failed,

@@ -134,19 +134,18 @@ def windows(events: Iterable[Mapping[str, Any]]) -> dict[str, list[FaultWindow]]
         begin = _num(inject.get("t")) or _num(inject.get("planned_t"))
         if begin is None:
             continue
+        done = _num(inject.get("done_t"))
         recover = recovers.get(key)
         end = None
         if recover is not None:
             end = _num(recover.get("done_t")) or _num(recover.get("t"))
-        if end is None:
-            end = _num(inject.get("done_t")) or begin
-        done = _num(inject.get("done_t"))
+        end = max(end or done or begin, begin)
         result.setdefault(key[0], []).append(FaultWindow(
             fault=key[1], description=str(inject.get("description") or key[1]),
             action=str(inject.get("action", "")), target=str(inject.get("target", "")),
-            begin=begin, end=max(end, begin), injected=bool(inject.get("ok")),
+            begin=begin, end=end, injected=bool(inject.get("ok")),
             answer=str(inject.get("answer") or inject.get("error") or ""),
-            effective=None if done is None else min(max(done, begin), max(end, begin))))
+            effective=None if done is None else min(max(done, begin), end)))
     return result
 
 

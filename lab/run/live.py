@@ -154,7 +154,7 @@ class SampleWatcher:
     def update(self, live: Live) -> None:
         self._read_new()
         now = clock.now()
-        # chunks (start, total_ms, ok arrays) with a start in the last WINDOW_S + 2 seconds
+        # chunks with a start in the last WINDOW_S + 2 seconds (their latest start first)
         self.recent = [c for c in self.recent if c[0] >= now - self.WINDOW_S - 2]
         live.requests, live.errors = self.segment_requests, self.segment_errors
         live.errors_by_class = dict(self.segment_error_classes)
