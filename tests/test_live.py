@@ -61,6 +61,27 @@ def test_the_queue_of_the_locust_processes_shows_as_not_started(tmp_path):
     assert state.not_started == 42
 
 
+
+def test_the_window_counts_rows_not_chunks_and_percentiles_follow_the_chunks(tmp_path):
+    """A chunk the window's edge cuts through counts only its rows inside (requests/s);
+    the percentiles are of the window's successes, taken again when a chunk comes or goes."""
+    now = time.time()
+    watcher = SampleWatcher(tmp_path)
+    state = Live(endpoint="transaction", duration_s=30)
+    # 50 rows 4 s ago (in the 6 s window), 50 rows 20 s ago (out): one chunk across the edge
+    old = [row(start=now - 20.0, total_ms=1000.0)] * 50
+    write_chunk(tmp_path, old + [row(start=now - 4.0, total_ms=float(ms))
+                                 for ms in range(1, 51)], 0)
+    watcher.update(state)
+    assert state.rps == 50 / SampleWatcher.WINDOW_S
+    assert (state.p50_ms, state.p99_ms) == (25.0, 49.0)  # the 1000 ms ones are out
+    write_chunk(tmp_path, [row(start=now - 1.0, total_ms=500.0)] * 50, 1)
+    watcher.update(state)
+    assert state.rps == 100 / SampleWatcher.WINDOW_S and state.p99_ms == 500.0
+    watcher.new_segment()  # the next endpoint starts with nothing of this one's
+    watcher.update(state)
+    assert state.rps == 0 and state.p95_ms is None
+
 def test_elapsed_never_counts_past_the_duration_and_the_end_is_one_done_line():
     state = Live(endpoint="session", duration_s=12, elapsed_s=18)
     assert state.line().startswith("[session   12/12s stopping]")

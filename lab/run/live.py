@@ -5,14 +5,15 @@ sample chunks and live files the Locust processes write and from the sampler's l
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from lab import clock, samples
 from lab.errors import LabError
@@ -95,85 +96,130 @@ def merge_sampler(live: Live, latest: dict[str, dict[str, Any]], endpoint: str,
     live.unreachable = "; ".join(down) or None
 
 
+class _Chunk:
+    """What the live counters keep of one chunk: its started rows' starts, and the starts and
+    latencies of its successes (the percentiles are of successes)."""
+
+    __slots__ = ("first", "last", "starts", "ok_starts", "ok_ms")
+
+    def __init__(self, starts, ok_starts, ok_ms):
+        self.first, self.last = float(np.nanmin(starts)), float(np.nanmax(starts))
+        self.starts, self.ok_starts, self.ok_ms = starts, ok_starts, ok_ms
+
+
 class SampleWatcher:
-    """Reads new sample chunks as Locust writes them, for the progress line and the totals."""
+    """Reads new sample chunks as Locust writes them, for the progress line and the totals.
+
+    The orchestrator shares the machine's cores with the load (issue "Scale"): a chunk is
+    read once, on one thread, and what the window needs is kept per chunk, so a tick masks
+    only the chunk or two the window's edge cuts through."""
 
     WINDOW_S = 5.0
 
     def __init__(self, run_dir: Path):
         self.run_dir = run_dir
         self.seen: set[str] = set()
-        # per chunk: its latest start, and its start, total_ms and ok arrays
-        self.recent: list[tuple[float, Any, Any, Any]] = []
+        self.recent: list[_Chunk] = []
         self.requests = 0  # every row read, the whole run (not_started rows excluded)
         self.segment_requests = 0
         self.segment_errors = 0
         self.segment_not_started = 0
         self.segment_error_classes: dict[str, int] = {}
+        self._queued: dict[Path, tuple[int, int]] = {}  # live file -> (mtime_ns, queued)
+        self._changed = False  # a chunk came since the percentiles were taken
+        self._percentiles: tuple[float | None, ...] = (None, None, None)  # p50, p95, p99
 
     def _read_new(self) -> None:
-        """Count the new chunks' rows with Arrow and numpy, never a Python loop per row: the
-        orchestrator shares the machine's cores with the load (issue "Scale")."""
-        for path in sorted((self.run_dir / "requests").glob("part-*.parquet")):
-            if path.name in self.seen:
-                continue
+        """Count the new chunks' rows with numpy, never a Python loop per row (but over the
+        failed ones' classes). The folder is listed by name, without a Path per entry: a long
+        run's folder holds a chunk per second per Locust process."""
+        folder = self.run_dir / samples.CHUNK_DIR
+        try:
+            names = os.listdir(folder)
+        except OSError:
+            return
+        for name in sorted(n for n in names if n not in self.seen
+                           and fnmatch.fnmatchcase(n, samples.CHUNK_GLOB)):
+            path = folder / name
             try:
                 table = samples.read_chunk(path, columns=["start", "total_ms", "ok",
-                                                          "error_class"])
+                                                          "error_class"], threads=False)
             except Exception:  # a file mid-rename is retried at the next tick
                 continue
-            self.seen.add(path.name)
-            classes = table.column("error_class").cast(pa.string())
-            started = pc.invert(pc.fill_null(pc.equal(classes, NOT_STARTED), False))
-            n_started = pc.sum(started).as_py() or 0
-            self.segment_not_started += table.num_rows - n_started
+            self.seen.add(name)
+            ok = table.column("ok").to_numpy(zero_copy_only=False).astype(bool)
+            starts = table.column("start").to_numpy(zero_copy_only=False)
+            if ok.all():  # the common chunk: nothing failed, nothing left unstarted
+                started = None
+                n_started = len(ok)
+            else:
+                bad = np.flatnonzero(~ok)
+                classes = table.column("error_class").take(pa.array(bad)).to_pylist()
+                never = np.array([c == NOT_STARTED for c in classes], dtype=bool)
+                started = np.ones(len(ok), dtype=bool)
+                started[bad[never]] = False
+                n_started = int(started.sum())
+                for cls in (c for c, n in zip(classes, never, strict=True) if not n):
+                    key = cls or "other"
+                    self.segment_error_classes[key] = self.segment_error_classes.get(key, 0) + 1
+                self.segment_errors += len(bad) - int(never.sum())
+            self.segment_not_started += len(ok) - n_started
             self.requests += n_started
             self.segment_requests += n_started
-            table = table.filter(started)
-            ok = table.column("ok").to_numpy(zero_copy_only=False).astype(bool)
-            failed = pc.filter(table.column("error_class").cast(pa.string()), pa.array(~ok))
-            self.segment_errors += len(failed)
-            for item in pc.value_counts(failed).to_pylist() if len(failed) else []:
-                key = item["values"] or "other"
-                self.segment_error_classes[key] = (self.segment_error_classes.get(key, 0)
-                                                   + item["counts"])
             if n_started:
-                starts = table.column("start").to_numpy(zero_copy_only=False)
-                self.recent.append((float(np.nanmax(starts)), starts,
-                                    table.column("total_ms").to_numpy(zero_copy_only=False),
-                                    ok))
+                totals = table.column("total_ms").to_numpy(zero_copy_only=False)
+                self.recent.append(_Chunk(starts if started is None else starts[started],
+                                          starts[ok], totals[ok]))
+                self._changed = True
 
     def new_segment(self) -> None:
         """Take in what the last segment wrote, then count afresh: the next endpoint's
         numbers are its own from its first tick."""
         self._read_new()
-        self.recent = []
+        self.recent, self._changed = [], True
         self.segment_requests = self.segment_errors = self.segment_not_started = 0
         self.segment_error_classes = {}
 
     def update(self, live: Live) -> None:
         self._read_new()
         now = clock.now()
-        # chunks with a start in the last WINDOW_S + 2 seconds (their latest start first)
-        self.recent = [c for c in self.recent if c[0] >= now - self.WINDOW_S - 2]
+        # chunks with a start in the last WINDOW_S + 2 seconds
+        kept = [c for c in self.recent if c.last >= now - self.WINDOW_S - 2]
+        changed = self._changed or len(kept) != len(self.recent)
+        self.recent, self._changed = kept, False
         live.requests, live.errors = self.segment_requests, self.segment_errors
         live.errors_by_class = dict(self.segment_error_classes)
-        live.not_started = max(self.segment_not_started, queued_now(self.run_dir))
-        if self.recent:
-            starts = np.concatenate([c[1] for c in self.recent])
-            totals = np.concatenate([c[2] for c in self.recent])
-            oks = np.concatenate([c[3] for c in self.recent])
-            window = starts >= now - self.WINDOW_S - 1
-            live.rps = int(window.sum()) / self.WINDOW_S
-            latencies = totals[window & oks]
-        else:
-            live.rps, latencies = 0.0, np.empty(0)
-        n = len(latencies)
-        ranks = [int(q * (n - 1)) for q in (0.50, 0.95, 0.99)]
-        if n:  # three order statistics: a partition, not a sort (O(n), twice a second)
-            latencies = np.partition(latencies, sorted(set(ranks)))
-        live.p50_ms, live.p95_ms, live.p99_ms = (
-            (float(latencies[k]) if n else None) for k in ranks)
+        live.not_started = max(self.segment_not_started, self._queued_now())
+        cut = now - self.WINDOW_S - 1
+        # requests/s every tick; the percentiles when a chunk came or went (once a second a
+        # Locust process): a partition of the window's successes is most of a tick's cost
+        live.rps = sum(len(c.starts) if c.first >= cut else int(np.count_nonzero(c.starts >= cut))
+                       for c in self.recent) / self.WINDOW_S
+        if changed:
+            values = (np.concatenate([c.ok_ms if c.first >= cut else c.ok_ms[c.ok_starts >= cut]
+                                      for c in self.recent]) if self.recent else np.empty(0))
+            n = len(values)
+            ranks = [int(q * (n - 1)) for q in (0.50, 0.95, 0.99)]
+            if n:  # three order statistics: a partition, not a sort (O(n))
+                values = np.partition(values, sorted(set(ranks)))
+            self._percentiles = tuple((float(values[k]) if n else None) for k in ranks)
+        live.p50_ms, live.p95_ms, live.p99_ms = self._percentiles
+
+    def _queued_now(self) -> int:
+        """Arrivals due but not started right now, summed over the Locust processes' live
+        files; a file is read again only when it changed (they are rewritten once a second)."""
+        total = 0
+        for path in (self.run_dir / "live").glob("*.json"):
+            try:
+                mtime = path.stat().st_mtime_ns
+                known = self._queued.get(path)
+                if known is None or known[0] != mtime:
+                    known = self._queued[path] = (
+                        mtime, int(json.loads(path.read_text()).get("queued") or 0))
+            except (OSError, ValueError, TypeError):
+                continue
+            total += known[1]
+        return total
 
     def totals(self) -> tuple[int, int]:
         """(requests started, failed) of the whole run, from the merged samples."""
@@ -192,15 +238,6 @@ class SampleWatcher:
         except LabError:
             return 0
         return sum(1 for cls in table.column("error_class").to_pylist() if cls == NOT_STARTED)
-
-
-def queued_now(run_dir: Path) -> int:
-    """Arrivals due but not started right now, summed over the Locust processes' live files."""
-    total = 0
-    for path in (run_dir / "live").glob("*.json"):
-        with contextlib.suppress(OSError, ValueError, TypeError):
-            total += int(json.loads(path.read_text()).get("queued") or 0)
-    return total
 
 
 def clear_live_files(run_dir: Path) -> None:
