@@ -14,13 +14,18 @@ first request to 1 s before the earlier one's last) is
 its cost per request; plain / lab is the ratio the goal names. The orchestrator's own share
 (`lab run` without its child: the connection sampler, the live counters) is printed apart: it
 costs about the same CPU every second whatever the rate, so its share per request grows as
-the machine slows. Their requests/s are printed too
-but say less: they share one pooler, which serves them about equally.
+the machine slows. Their requests/s are printed too.
+
+Back to back (the default), each tool goes as fast as it can, and CPU per request falls as a
+process's rate rises (more requests per wakeup of its event loop): the tool that gets the
+larger share of the machine looks cheaper per request. `--rate R` paces both tools to R
+requests/s (each user `R / --clients`, Locust's own constant_throughput in both), below what
+either reaches, so both are compared doing the same work at the same rate.
 
 Brings up its own lab (--name bench-lean on 127.0.8.2/127.0.8.3, its own POOLER_LAB_HOME) and
 always takes it down with its volumes. Medians of --rounds; asserts nothing.
 
-    .venv/bin/python bench/lean_path.py [--seconds 14 --rounds 7 --clients 8]
+    .venv/bin/python bench/lean_path.py [--seconds 14 --rounds 7 --clients 8 --rate 0]
 """
 
 from __future__ import annotations
@@ -70,11 +75,13 @@ def one_round(args: argparse.Namespace, env: dict[str, str], uri: str, work: Pat
     reports = work / "reports"
     lab_argv = [sys.executable, "-m", "lab", "run", str(LOCUSTFILE), "--name", NAME,
                 "--endpoint", ENDPOINT, "--users", c, "--duration", f"{args.seconds}s",
-                "--cooldown", "0s", "--reports-dir", str(reports), "-P", "mode=persistent"]
+                "--cooldown", "0s", "--reports-dir", str(reports), "-P", "mode=persistent",
+                "-P", f"user_rate={args.rate / args.clients:g}"]
     plain_argv = [sys.executable, "-m", "locust", "-f", str(PLAIN), "--headless", "-u", c,
                   "-r", c, "-t", f"{max(4, args.seconds - 2)}s", "--only-summary",
                   "--stop-timeout", "5", "--loglevel", "WARNING"]
-    plain_env = dict(env, PLAIN_URI=uri, PLAIN_MODE="persistent", PLAIN_COUNTS=str(counts))
+    plain_env = dict(env, PLAIN_URI=uri, PLAIN_MODE="persistent", PLAIN_COUNTS=str(counts),
+                     PLAIN_USER_RATE=f"{args.rate / args.clients:g}")
     procs = {"lab": subprocess.Popen(lab_argv, env=env, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, text=True, cwd=work)}
     samplers = {"lab": CpuSampler(procs["lab"]),
@@ -125,6 +132,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=14, help="length of the lab's run")
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--clients", type=int, default=8, help="users of each tool")
+    parser.add_argument("--rate", type=float, default=0.0,
+                        help="requests/s of each tool, paced per user (Locust's "
+                             "constant_throughput); 0: back to back, as fast as each goes")
     args = parser.parse_args()
     home = tempfile.mkdtemp(prefix="pooler-lab-bench-lean-")
     env = dict(os.environ, POOLER_LAB_HOME=home)
@@ -159,8 +169,9 @@ def main() -> None:
     print(f"\n{time.strftime('%Y-%m-%d')}  {os.cpu_count()} cores  load average "
           f"{load_before[0]:.1f} before, {os.getloadavg()[0]:.1f} after  "
           f"({(time.perf_counter() - started) / 60:.1f} min)")
+    pace = f"{args.rate:,.0f} requests/s" if args.rate > 0 else "back to back"
     print(f"{args.clients} users each, at the same time, persistent SELECT 1 through the "
-          f"{ENDPOINT} pooler, medians of {args.rounds} rounds")
+          f"{ENDPOINT} pooler, {pace}, medians of {args.rounds} rounds")
     for tool in ("lab", "Locust"):
         print(f"  {tool:<7} CPU {statistics.median(r[tool][0] for r in rounds):7.1f} us/request"
               f"  {statistics.median(r[tool][1] for r in rounds):8,.0f} requests/s")

@@ -2,7 +2,8 @@
 
 `query` replaces SELECT 1 (the rate test also runs a query that takes 2 ms on the server).
 
-mode=persistent  closed loop, one held connection per user, SELECT 1 back to back (pgbench -S)
+mode=persistent  closed loop, one held connection per user, SELECT 1 back to back (pgbench -S),
+                 or `user_rate` requests/s each (bench/lean_path.py --rate)
 mode=connect     closed loop, a new connection per request, closed after it (pgbench -C)
 mode=rate        open loop at `rate` requests/s over `servers` app servers with pools of
                  `pool_size` held connections, Poisson arrivals, latency from the intended
@@ -11,6 +12,8 @@ mode=rate        open loop at `rate` requests/s over `servers` app servers with 
     lab run bench/locust_select1.py --users 8 -P mode=persistent
     lab run bench/locust_select1.py --users 2 -P mode=rate -P rate=200 -P pool_size=4 -P servers=2
 """
+
+from locust import constant_throughput
 
 from lab import users
 
@@ -21,6 +24,8 @@ PARAMS = {
     "rate": {"default": 200.0, "help": "mode=rate: requests per second over all users"},
     "pool_size": {"default": 4, "help": "mode=rate: held connections per user"},
     "servers": {"default": 2, "help": "mode=rate: --users, to share out the rate"},
+    "user_rate": {"default": 0.0, "help": "mode=persistent: requests/s of each user "
+                  "(Locust's constant_throughput; 0: back to back)"},
     "prepare_threshold": {"default": None, "help": "psycopg prepare_threshold (see users)"},
     "connect_timeout": {"default": 10, "help": "connect timeout (s)"},
 }
@@ -38,6 +43,8 @@ if P["mode"] == "persistent":
     class Persistent(users.SessionUser):
         params = P
         phase = "persistent"
+        if float(P["user_rate"]) > 0:
+            wait_time = constant_throughput(float(P["user_rate"]))
 
         @users.task
         def select(self) -> None:
