@@ -18,6 +18,7 @@ run directories and a mix of old and new chunks read as one table of the current
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import os
 import shutil
 import struct
@@ -311,9 +312,20 @@ def read_chunk(path: Path | str, columns: Iterable[str] | None = None, *,
     return pa.Table.from_arrays(arrays, schema=pa.schema(fields, metadata=table.schema.metadata))
 
 
+def chunk_names(run_dir: Path | str) -> list[str]:
+    """The file names of every whole chunk of a run, in order (temporary files are hidden and
+    never match). By name, without a Path per entry: the live counters list the folder twice
+    a second, and a long run's holds a chunk per second per Locust process."""
+    try:
+        names = os.listdir(Path(run_dir) / CHUNK_DIR)
+    except FileNotFoundError:
+        return []
+    return sorted(n for n in names if fnmatch.fnmatchcase(n, CHUNK_GLOB))
+
+
 def chunk_paths(run_dir: Path | str) -> list[Path]:
-    """Every whole chunk of a run (temporary files are hidden and never match)."""
-    return sorted((Path(run_dir) / CHUNK_DIR).glob(CHUNK_GLOB))
+    """Every whole chunk of a run."""
+    return [Path(run_dir) / CHUNK_DIR / name for name in chunk_names(run_dir)]
 
 
 def read_requests(run_dir: Path | str, columns: Iterable[str] | None = None) -> pa.Table:

@@ -5,9 +5,7 @@ sample chunks and live files the Locust processes write and from the sampler's l
 from __future__ import annotations
 
 import contextlib
-import fnmatch
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -125,22 +123,16 @@ class SampleWatcher:
         self.segment_errors = 0
         self.segment_not_started = 0
         self.segment_error_classes: dict[str, int] = {}
-        self._queued: dict[Path, tuple[int, int]] = {}  # live file -> (mtime_ns, queued)
         self._changed = False  # a chunk came since the percentiles were taken
         self._percentiles: tuple[float | None, ...] = (None, None, None)  # p50, p95, p99
 
     def _read_new(self) -> None:
         """Count the new chunks' rows with numpy, never a Python loop per row (but over the
-        failed ones' classes). The folder is listed by name, without a Path per entry: a long
-        run's folder holds a chunk per second per Locust process."""
-        folder = self.run_dir / samples.CHUNK_DIR
-        try:
-            names = os.listdir(folder)
-        except OSError:
-            return
-        for name in sorted(n for n in names if n not in self.seen
-                           and fnmatch.fnmatchcase(n, samples.CHUNK_GLOB)):
-            path = folder / name
+        failed ones' classes)."""
+        for name in samples.chunk_names(self.run_dir):
+            if name in self.seen:
+                continue
+            path = self.run_dir / samples.CHUNK_DIR / name
             try:
                 table = samples.read_chunk(path, columns=["start", "total_ms", "ok",
                                                           "error_class"], threads=False)
@@ -189,7 +181,7 @@ class SampleWatcher:
         self.recent, self._changed = kept, False
         live.requests, live.errors = self.segment_requests, self.segment_errors
         live.errors_by_class = dict(self.segment_error_classes)
-        live.not_started = max(self.segment_not_started, self._queued_now())
+        live.not_started = max(self.segment_not_started, queued_now(self.run_dir))
         cut = now - self.WINDOW_S - 1
         # requests/s every tick; the percentiles when a chunk came or went (once a second a
         # Locust process): a partition of the window's successes is most of a tick's cost
@@ -204,22 +196,6 @@ class SampleWatcher:
                 values = np.partition(values, sorted(set(ranks)))
             self._percentiles = tuple((float(values[k]) if n else None) for k in ranks)
         live.p50_ms, live.p95_ms, live.p99_ms = self._percentiles
-
-    def _queued_now(self) -> int:
-        """Arrivals due but not started right now, summed over the Locust processes' live
-        files; a file is read again only when it changed (they are rewritten once a second)."""
-        total = 0
-        for path in (self.run_dir / "live").glob("*.json"):
-            try:
-                mtime = path.stat().st_mtime_ns
-                known = self._queued.get(path)
-                if known is None or known[0] != mtime:
-                    known = self._queued[path] = (
-                        mtime, int(json.loads(path.read_text()).get("queued") or 0))
-            except (OSError, ValueError, TypeError):
-                continue
-            total += known[1]
-        return total
 
     def totals(self) -> tuple[int, int]:
         """(requests started, failed) of the whole run, from the merged samples."""
@@ -238,6 +214,15 @@ class SampleWatcher:
         except LabError:
             return 0
         return sum(1 for cls in table.column("error_class").to_pylist() if cls == NOT_STARTED)
+
+
+def queued_now(run_dir: Path) -> int:
+    """Arrivals due but not started right now, summed over the Locust processes' live files."""
+    total = 0
+    for path in (run_dir / "live").glob("*.json"):
+        with contextlib.suppress(OSError, ValueError, TypeError):
+            total += int(json.loads(path.read_text()).get("queued") or 0)
+    return total
 
 
 def clear_live_files(run_dir: Path) -> None:
