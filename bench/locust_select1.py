@@ -13,7 +13,10 @@ mode=rate        open loop at `rate` requests/s over `servers` app servers with 
     lab run bench/locust_select1.py --users 2 -P mode=rate -P rate=200 -P pool_size=4 -P servers=2
 """
 
-from locust import constant_throughput
+import os
+import time
+
+from locust import constant_throughput, events
 
 from lab import users
 
@@ -72,3 +75,24 @@ else:
 
         def handle(self, req: users.Request) -> None:
             select1(req)
+
+
+# bench/lean_instructions.py: (time, requests so far) four times a second, as
+# bench/locust_plain.py's PLAIN_COUNTS
+COUNTS = os.environ.get("BENCH_COUNTS")
+if COUNTS:
+
+    @events.test_start.add_listener
+    def _count(environment, **_kwargs) -> None:
+        import gevent
+
+        stats = environment.stats.total
+
+        def loop() -> None:
+            with open(COUNTS, "w") as out:
+                while True:
+                    out.write(f"{time.time()} {stats.num_requests}\n")
+                    out.flush()
+                    gevent.sleep(0.25)
+
+        gevent.spawn(loop)
