@@ -27,7 +27,6 @@ always takes it down with its volumes. Asserts nothing.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import subprocess
@@ -40,7 +39,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from lean_path import ENDPOINT, NAME, WHERE  # noqa: E402
+from lean_path import ENDPOINT, NAME, bring_up  # noqa: E402
 from load_vs_pgbench import GOAL_CPU, LOCUSTFILE, PLAIN  # noqa: E402
 
 WARM_S = 25.0  # imports and connections under valgrind, then a steady load
@@ -131,13 +130,7 @@ def main() -> None:
     started = time.perf_counter()
     fits = {}
     try:
-        done = subprocess.run([*lab, "up", "--name", NAME, *WHERE], env=env,
-                              capture_output=True, text=True)
-        if done.returncode != 0:
-            sys.exit(f"lab up failed:\n{done.stdout}{done.stderr}")
-        shown = subprocess.run([*lab, "connect", "--name", NAME, "--json", "--show-password"],
-                               env=env, capture_output=True, text=True, check=True)
-        uris = {name: ep["bench_uri"] for name, ep in json.loads(shown.stdout).items()}
+        uris = bring_up(env)
         os.environ["POOLER_LAB_HOME"] = home
         for tool in ("plain", "lab"):
             runs = [count(tool, args, rate, uris) for rate in (0.0, args.slow)]

@@ -127,6 +127,18 @@ def one_round(args: argparse.Namespace, env: dict[str, str], uri: str, work: Pat
     return result
 
 
+def bring_up(env: dict[str, str]) -> dict[str, str]:
+    """`lab up` the bench's lab; its endpoints' bench URIs, with the password."""
+    lab = [sys.executable, "-m", "lab"]
+    done = subprocess.run([*lab, "up", "--name", NAME, *WHERE], env=env, capture_output=True,
+                          text=True)
+    if done.returncode != 0:
+        sys.exit(f"lab up failed:\n{done.stdout}{done.stderr}")
+    shown = subprocess.run([*lab, "connect", "--name", NAME, "--json", "--show-password"],
+                           env=env, capture_output=True, text=True, check=True)
+    return {name: ep["bench_uri"] for name, ep in json.loads(shown.stdout).items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=14, help="length of the lab's run")
@@ -144,13 +156,7 @@ def main() -> None:
     load_before = os.getloadavg()
     started = time.perf_counter()
     try:
-        done = subprocess.run([*lab, "up", "--name", NAME, *WHERE], env=env,
-                              capture_output=True, text=True)
-        if done.returncode != 0:
-            sys.exit(f"lab up failed:\n{done.stdout}{done.stderr}")
-        shown = subprocess.run([*lab, "connect", "--name", NAME, "--json", "--show-password"],
-                               env=env, capture_output=True, text=True, check=True)
-        uri = json.loads(shown.stdout)[ENDPOINT]["bench_uri"]
+        uri = bring_up(env)[ENDPOINT]
         for r in range(args.rounds):
             work = Path(tempfile.mkdtemp(dir=home))
             rounds.append(one_round(args, env, uri, work))
