@@ -92,9 +92,9 @@ def to_table(rows: Sequence[Sequence[Any]]) -> pa.Table:
 
 # A chunk lives until ``compact``: written cheaply, as it is written beside the load, once a
 # second (dictionaries for the strings only, no statistics, no compression). Uncompressed, a
-# chunk takes about 64 bytes a row against lz4's 40 (its times are doubles that compress
+# chunk takes about 64 bytes a row against lz4's 42 (its times are doubles that compress
 # little); lz4 cost 1,900 instructions a row of a 1,200-row chunk, a third of the chunk's
-# whole cost (valgrind, bench/lean_instructions.py), and zstd more still.
+# whole cost (callgrind on one table written 20 times: docs/benchmarks.md), zstd more still.
 CHUNK_OPTIONS: dict[str, Any] = {"compression": "none", "write_statistics": False,
                                  "use_dictionary": sorted(_STRING_COLUMNS)}
 FILE_OPTIONS: dict[str, Any] = {"compression": COMPRESSION}
