@@ -20,13 +20,15 @@ Three user shapes, one per way an application holds connections:
     Locust's classic shape: each user holds one connection and runs its tasks back to back.
 
 Every arrival has an outcome: every request writes one ``requests/1.1`` row (docs/formats.md;
-``lab.samples``) and fires Locust's ``events.request`` with ``total_ms``, so Locust's own
-statistics, CSV and UI work too. A request Locust cuts off at the stop gets a row of class
-``unfinished`` (the times measured so far); a scheduled arrival that never started (still queued
-for a busy user or a full app server when the load stopped) gets a row of class ``not_started``
-(its due time, no start, no durations, user -1). Arrivals are scheduled from the test start up
-to the end of the run time (or the stop, when the load stops earlier), so per segment the
-schedule's arrivals = succeeded + failed + not_started.
+``lab.samples``) and is counted in Locust's own statistics with ``total_ms``, so Locust's
+summary, CSV and UI work too: a failure through ``events.request``, successes in bulk when
+their chunk is taken, once a second (``lab.locust_stats``; ``LabUser.request_events = True``
+fires the event for every success instead). A request Locust cuts off at the stop gets a row
+of class ``unfinished`` (the times measured so far); a scheduled arrival that never started
+(still queued for a busy user or a full app server when the load stopped) gets a row of class
+``not_started`` (its due time, no start, no durations, user -1). Arrivals are scheduled from
+the test start up to the end of the run time (or the stop, when the load stops earlier), so per
+segment the schedule's arrivals = succeeded + failed + not_started.
 Connections are always autocommit. ``prepare_threshold``: the ``prepare_threshold`` scenario
 parameter; None ("auto") means off on transaction-mode endpoints (``transaction``,
 ``dedicated``, and a ``target`` on port 6543, Supabase's transaction port) and psycopg's
@@ -93,7 +95,7 @@ from locust import User, constant, events, task  # noqa: E402
 from locust.exception import StopUser  # noqa: E402
 from locust.runners import MasterRunner  # noqa: E402
 
-from lab import clock, samples, scenarios  # noqa: E402
+from lab import clock, locust_stats, samples, scenarios  # noqa: E402
 from lab import schedule as schedmod  # noqa: E402
 from lab.classify import classify, first_line  # noqa: E402
 
@@ -156,6 +158,9 @@ class _Process:
         self.anchor_wall = clock.offset() + self.anchor_perf
         self.to_wall = self.anchor_wall - self.anchor_perf  # wall = perf + to_wall
         self.writer: samples.ChunkWriter | None = None
+        # per writer kind: the (name, method) Locust's statistics count its successes under
+        # when they are fed in bulk (lab.locust_stats), None when each fired its event
+        self.stats_keys: list[tuple[str, str] | None] = []
         self.flusher = None
         self.write_lock = gevent.lock.Semaphore()
         self.streams: dict[str, _ArrivalStream] = {}
@@ -247,9 +252,25 @@ class _Process:
         (samples.ChunkWriter.oks); -1.0: nothing is recorded (no run directory)."""
         if self.run_dir is None:
             return -1.0
+        if self.environment is None:  # Locust as a library, without test_start
+            self.environment = user.environment
         self._ensure_writer()
-        return self.writer.kind(user.scenario_name, user.endpoint_name, user.phase, name,
+        kind = self.writer.kind(user.scenario_name, user.endpoint_name, user.phase, name,
                                 self.worker_index, user.user_index, self.repeat)
+        self.stats_keys.append(None if user.request_events else (name, user.endpoint_name))
+        return kind
+
+    def take(self) -> tuple[samples.Batch, Path | None]:
+        """The writer's rows for a chunk; their successes counted in Locust's statistics
+        (on this thread: Locust's statistics are the event loop's, not the writer thread's)."""
+        batch, path = self.writer.take()
+        if batch.oks and self.environment is not None:
+            try:
+                locust_stats.feed(self.environment.stats, batch.oks, self.stats_keys,
+                                  batch.to_wall)
+            except Exception:  # Locust's view of the load; the chunk is still written
+                log.exception("could not count a chunk's requests in Locust's statistics")
+        return batch, path
 
     def _ensure_writer(self) -> None:
         if self.writer is None:
@@ -264,7 +285,7 @@ class _Process:
         while True:
             gevent.sleep(FLUSH_INTERVAL_S)
             with self.write_lock:
-                batch, path = self.writer.take()
+                batch, path = self.take()
                 if path is not None:
                     try:
                         # On a real thread: Arrow and Parquet release the GIL for most of
@@ -284,7 +305,7 @@ class _Process:
             return
         with self.write_lock:
             try:
-                path = self.writer.flush()
+                path = self.writer.write(*self.take())
             except Exception:
                 log.exception("could not write a requests chunk")
             else:
@@ -923,6 +944,9 @@ class LabUser(User):
     phase = "closed"  # the `phase` column
     request_name = "request"  # the `name` column and Locust's request name
     endpoint: str | None = None  # an endpoint of LAB_TARGET_URIS; None: the run's endpoint
+    # True: every success fires Locust's events.request (for a listener of your own); False:
+    # recorded successes reach Locust's statistics in bulk, once a second (lab.locust_stats)
+    request_events = False
     params: dict[str, Any] | None = None  # None: the process's params(...) result
 
     def __init__(self, environment):
@@ -1033,6 +1057,8 @@ class LabUser(User):
             oks = process.writer.oks
             oks += OK_PACK(kind, intended, start, connected, end,
                            req.query_s if req.queries else NAN)
+            if not self.request_events:
+                return True  # counted in Locust's statistics with its chunk (_Process.take)
         total_ms = (end - intended) * 1000.0
         self.environment.events.request.fire(
             request_type=self.endpoint_name, name=name, response_time=total_ms,

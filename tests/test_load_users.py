@@ -97,12 +97,27 @@ def test_sub_millisecond_requests_are_recorded_as_such(eps, tmp_path):
         assert r["total_ms"] == pytest.approx(r["service_ms"])  # closed loop: intended = start
         assert r["scenario"] == "session-probe" and r["endpoint"] == "direct"
         assert r["phase"] == "closed" and r["name"] == "probe"
-    # Locust's own statistics saw the requests through events.request: its final summary
+    # Locust's own statistics counted every request (successes fed in bulk with their chunk,
+    # lab.locust_stats; the last chunk before Locust prints its summary): its final summary
     # line is "direct  probe  <count>  0(0.00%) | ...". (Its CSV can be written a moment
     # before the last requests end, so the printed summary is the one compared.)
     line = next(ln for ln in output.splitlines() if ln.split()[:2] == ["direct", "probe"])
-    counted = int(line.split()[2])
-    assert abs(counted - len(got)) <= max(2, len(got) // 100), (counted, len(got))
+    assert int(line.split()[2]) == len(got), (line, len(got))
+
+
+@pytest.mark.parametrize("request_events", [False, True])
+def test_every_success_is_counted_once_by_locust(eps, tmp_path, request_events):
+    """Successes reach Locust's statistics in bulk (lab.locust_stats), or through
+    events.request for a user class with request_events = True; never both, never neither."""
+    output = locust(PROBE, tmp_path, eps["direct"]["bench_uri"], users=2, seconds=2,
+                    endpoint="direct", params={"events": str(request_events).lower()})
+    got = rows(tmp_path)
+    assert len(got) > 50 and all(r["ok"] for r in got)
+    line = next(ln for ln in output.splitlines() if ln.split()[:2] == ["direct", "probe"])
+    assert int(line.split()[2]) == len(got), (line, len(got))
+    fired = int(next(ln for ln in output.splitlines()
+                     if ln.startswith("probe events:")).split(":")[1])
+    assert fired == (len(got) if request_events else 0)
 
 
 @pytest.mark.parametrize("endpoint", ["direct", "transaction"])
