@@ -22,6 +22,7 @@ Brings up its own lab (--name bench-lean on 127.0.8.2/127.0.8.3, its own POOLER_
 always takes it down with its volumes. Asserts nothing.
 
     .venv/bin/python bench/lean_instructions.py [--window 40 --clients 8 --slow 5 --rate 1200]
+        [--keep DIR]   # each window's callgrind file, for callgrind_annotate
 """
 
 from __future__ import annotations
@@ -104,6 +105,10 @@ def count(tool: str, args: argparse.Namespace, rate: float, uris: dict[str, str]
         totals = [line for line in dumps[-1].read_text().splitlines()
                   if line.startswith(("totals:", "summary:"))]
         instructions = float(totals[-1].split()[1])
+        if args.keep:  # for callgrind_annotate: where the instructions went, by function
+            Path(args.keep).mkdir(parents=True, exist_ok=True)
+            shutil.copy(dumps[-1], Path(args.keep) / f"{tool}-{rate:g}.callgrind")
+            (Path(args.keep) / f"{tool}-{rate:g}.requests").write_text(f"{requests:.0f}\n")
         proc.wait(timeout=WARM_S + args.window + 120)
         return instructions, requests
     finally:
@@ -121,6 +126,8 @@ def main() -> None:
                         help="requests/s of each user in the paced runs")
     parser.add_argument("--rate", type=float, default=1200.0,
                         help="requests/s the ratio is taken at (a + b / rate)")
+    parser.add_argument("--keep", metavar="DIR",
+                        help="keep each window's callgrind file (and its request count) in DIR")
     args = parser.parse_args()
     if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
         sys.exit("valgrind is not installed: apt-get install valgrind")
