@@ -23,7 +23,7 @@ import os
 import shutil
 import struct
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Container, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -315,15 +315,16 @@ def read_chunk(path: Path | str, columns: Iterable[str] | None = None, *,
     return pa.Table.from_arrays(arrays, schema=pa.schema(fields, metadata=table.schema.metadata))
 
 
-def chunk_names(run_dir: Path | str) -> list[str]:
+def chunk_names(run_dir: Path | str, skip: Container[str] = ()) -> list[str]:
     """The file names of every whole chunk of a run, in order (temporary files are hidden and
-    never match). By name, without a Path per entry: the live counters list the folder twice
-    a second, and a long run's holds a chunk per second per Locust process."""
+    never match), but those in ``skip``. By name, without a Path per entry: the live counters
+    list the folder twice a second, and a long run's holds a chunk per second per Locust
+    process (the ones they have read are skipped before any pattern is matched)."""
     try:
         names = os.listdir(Path(run_dir) / CHUNK_DIR)
     except FileNotFoundError:
         return []
-    return sorted(n for n in names if fnmatch.fnmatchcase(n, CHUNK_GLOB))
+    return sorted(n for n in names if n not in skip and fnmatch.fnmatchcase(n, CHUNK_GLOB))
 
 
 def chunk_paths(run_dir: Path | str) -> list[Path]:

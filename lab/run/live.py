@@ -129,9 +129,7 @@ class SampleWatcher:
     def _read_new(self) -> None:
         """Count the new chunks' rows with numpy, never a Python loop per row (but over the
         failed ones' classes)."""
-        for name in samples.chunk_names(self.run_dir):
-            if name in self.seen:
-                continue
+        for name in samples.chunk_names(self.run_dir, skip=self.seen):
             path = self.run_dir / samples.CHUNK_DIR / name
             try:
                 table = samples.read_chunk(path, columns=["start", "total_ms", "ok",
