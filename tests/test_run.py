@@ -349,6 +349,22 @@ def test_the_locust_web_ui_serves_the_run(lab, tmp_path):
             except OSError:
                 continue
         assert page and "locust" in page.lower()
+        # Locust's statistics count the load while it runs (successes fed a second at a time,
+        # lab.locust_stats), as its UI shows them
+        counted = 0
+        for _ in range(24):
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/stats/requests",
+                                            timeout=2) as resp:
+                    stats = json.loads(resp.read())
+                counted = max(e["num_requests"] for e in stats["stats"]
+                              if e["name"] == "Aggregated")
+            except (OSError, ValueError, KeyError):
+                pass
+            if counted > 0:
+                break
+            time.sleep(0.5)
+        assert counted > 0, "Locust's web UI counted no request while the load ran"
         out, err = proc.communicate(timeout=90)
     finally:
         if proc.poll() is None:
