@@ -32,7 +32,6 @@ from locust import stats as locust_stats
 from lab import samples
 
 _LOCUST_BUCKET = locust_stats.bucket_response_time
-_FIELDS = len(samples.OK_FIELDS)
 _KIND, _INTENDED, _END = (samples.OK_FIELDS.index(f) for f in ("kind", "intended", "end"))
 
 
@@ -50,14 +49,14 @@ def buckets(response_times: np.ndarray) -> np.ndarray:
     return out
 
 
-def log_many(entry: locust_stats.StatsEntry, response_times: np.ndarray,
-             ended: np.ndarray) -> None:
+def log_many(entry: locust_stats.StatsEntry, response_times: np.ndarray, ended: np.ndarray,
+             bucketed: np.ndarray) -> None:
     """``entry.log(rt, 0)`` for each response time (ms) ended at ``ended`` (wall seconds),
-    in bulk: the same counts, sum, min, max, per-second counts and histogram."""
+    in bulk: the same counts, sum, min, max, per-second counts and histogram. ``bucketed``:
+    ``buckets(response_times)``, computed once for an entry and the total."""
     if not len(response_times):
         return
     seconds = np.floor(ended).astype(np.int64)
-    bucketed = buckets(response_times)
     first, last = int(seconds.min()), int(seconds.max())
     spans = [(first, slice(None))] if first == last else [
         (int(s), seconds == s) for s in np.unique(seconds)]
@@ -88,10 +87,11 @@ def feed(stats: locust_stats.RequestStats, oks: bytes, keys: Sequence[tuple[str,
     for a kind whose successes fired their own events. Returns how many were counted."""
     if not oks:
         return 0
-    a = np.frombuffer(oks, dtype=np.float64).reshape(-1, _FIELDS)
+    a = samples.ok_array(oks)
     kinds = a[:, _KIND].astype(np.int64)
     response_times = (a[:, _END] - a[:, _INTENDED]) * 1000.0  # total_ms, as request() has it
     ended = a[:, _END] + to_wall
+    bucketed = buckets(response_times)
     fed = np.zeros(len(a), dtype=bool)
     by_key: dict[tuple[str, str], list[int]] = {}
     for kind in np.unique(kinds).tolist():
@@ -100,10 +100,11 @@ def feed(stats: locust_stats.RequestStats, oks: bytes, keys: Sequence[tuple[str,
             by_key.setdefault(key, []).append(kind)
     for (name, method), its_kinds in by_key.items():
         which = (kinds == its_kinds[0]) if len(its_kinds) == 1 else np.isin(kinds, its_kinds)
-        log_many(stats.get(name, method), response_times[which], ended[which])
+        log_many(stats.get(name, method), response_times[which], ended[which],
+                 bucketed[which])
         fed |= which
     if fed.all():
-        log_many(stats.total, response_times, ended)
+        log_many(stats.total, response_times, ended, bucketed)
     elif fed.any():
-        log_many(stats.total, response_times[fed], ended[fed])
+        log_many(stats.total, response_times[fed], ended[fed], bucketed[fed])
     return int(fed.sum())

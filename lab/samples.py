@@ -230,11 +230,16 @@ class Batch:
         return pa.concat_tables(parts).unify_dictionaries().combine_chunks()
 
 
+def ok_array(oks: bytes) -> np.ndarray:
+    """The successes of a ``ChunkWriter.oks`` buffer as a (rows, ``OK_FIELDS``) float64 view."""
+    return np.frombuffer(oks, dtype=np.float64).reshape(-1, len(OK_FIELDS))
+
+
 def ok_table(oks: bytes, kinds: Sequence[tuple], to_wall: float) -> pa.Table:
     """Successes (``OK_FIELDS`` doubles each) as a table of the current schema: the same
     values ``to_table`` gives for their rows (wall = perf + to_wall, milliseconds = seconds
     difference x 1000.0, float64 throughout)."""
-    a = np.frombuffer(oks, dtype=np.float64).reshape(-1, len(OK_FIELDS))
+    a = ok_array(oks)
     n = len(a)
     kind = a[:, 0].astype(np.int32)
     intended, start, connected, end = a[:, 1], a[:, 2], a[:, 3], a[:, 4]
