@@ -104,7 +104,12 @@ def pool_summary(conn: psycopg.Connection) -> dict[str, float]:
 
     ``servers`` is every server connection the pooler holds; ``maxwait_us`` / ``maxwait_s``
     the longest a client has been queueing."""
-    pools = [r for r in rows(conn, "SHOW POOLS") if r.get("database") != "pgbouncer"]
+    return summarize_pools(rows(conn, "SHOW POOLS"))
+
+
+def summarize_pools(show_pools: list[dict[str, object]]) -> dict[str, float]:
+    """``pool_summary`` of SHOW POOLS rows already read (values typed or text alike)."""
+    pools = [r for r in show_pools if r.get("database") != "pgbouncer"]
     summary: dict[str, float] = {c: sum(int(r.get(c) or 0) for r in pools)
                                  for c in POOL_COLUMNS}
     maxwait_us = max((int(r.get("maxwait") or 0) * 1_000_000 + int(r.get("maxwait_us") or 0)

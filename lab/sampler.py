@@ -1,6 +1,8 @@
 """The connection sampler: what Postgres and each PgBouncer hold, sampled while load runs.
 
-Independent of Locust: one thread and one connection per target, by default every 0.5 s.
+Independent of Locust: one connection per target, every target asked at once by default every
+0.5 s, on one thread that polls their sockets (libpq's non-blocking calls): a wakeup or two
+a tick instead of a thread per target waking for each, on the cores the load runs on.
 
 * Postgres: client backends from ``pg_stat_activity`` (samplers' own left out: a `lab status`
   or a `lab watch` next to a run is not load) grouped by role, application_name, state and
@@ -11,20 +13,29 @@ Independent of Locust: one thread and one connection per target, by default ever
   always read by column name.
 
 A target that disappears (a stopped or paused pooler) is recorded as a failed sample and retried
-at the next tick, so the file shows the gap. Records are JSON Lines, format ``connections/1``
-(see docs/formats.md); each line is flushed as it is written, so an interrupted run keeps them.
+at the next tick, so the file shows the gap: a refused or timed-out connection at once, an open
+connection that stops answering after ``ANSWER_TIMEOUT_S``. Records are JSON Lines, format
+``connections/1`` (see docs/formats.md); each line is flushed as it is written, so an
+interrupted run keeps them.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
+import select
 import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import psycopg
+from psycopg import pq
+from psycopg import sql as psql
+from psycopg.conninfo import make_conninfo
 
 from lab import clock, pg
 from lab.config import LabConfig
@@ -42,6 +53,12 @@ AUTH_ROLE = AUTH_USER
 # of SHOW POOLS loses nothing, a delta over 2 s sums what four over 0.5 s would. Each admin
 # query is a round trip the orchestrator pays for on the load's cores (issue "Scale").
 STATS_EVERY_S = 2.0
+# An open connection's answer is waited for this long before the sample is given up and the
+# connection closed (a paused container never answers; a saturated Postgres answers late, and
+# a reconnect could find no slot: late answers are kept, only a stuck one is dropped).
+ANSWER_TIMEOUT_S = 10.0
+# how the record of a sample given up begins (lab.watch.frame.TIMED_OUT: silence, not refusal)
+NO_ANSWER, NO_CONNECTION = "no answer within", "no connection within"
 STATS_COLUMNS = ("total_xact_count", "total_query_count", "total_received", "total_sent",
                  "total_xact_time", "total_query_time", "total_wait_time",
                  "total_server_assignment_count")
@@ -52,12 +69,12 @@ SELECT coalesce(usename, '') AS role,
        coalesce(state, '') AS state,
        CASE WHEN client_addr IS NULL THEN 'local'
             WHEN host(client_addr) IN ('127.0.0.1', '::1') THEN 'dedicated'
-            WHEN host(client_addr) = ANY(%(shared)s::text[]) THEN 'shared'
+            WHEN host(client_addr) = ANY({shared}::text[]) THEN 'shared'
             ELSE 'direct' END AS origin,
        count(*) AS n
 FROM pg_stat_activity
 WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()
-  AND application_name IS DISTINCT FROM %(sampler_app)s
+  AND application_name IS DISTINCT FROM {sampler_app}
 GROUP BY 1, 2, 3, 4
 ORDER BY 1, 2, 3, 4
 """
@@ -99,68 +116,170 @@ def shared_addresses(containers: Iterable[ContainerInfo]) -> list[str]:
 
 
 class _TargetProbe:
-    """One target's connection, reopened whenever it breaks."""
+    """One target's connection and the sample in progress on it, stepped without blocking.
 
-    def __init__(self, target: Target, password: str, shared: list[str], timeout: float):
+    A sample is: connect (when there is no connection: libpq's ``connect_start`` /
+    ``connect_poll``), then the target's queries one after another (simple protocol: the
+    PgBouncer console takes nothing else), each ``send_query`` answered when the socket is
+    readable. The sampler's one thread steps every target whose socket is ready, so all of them
+    are asked at once and answered in one or two wakeups of that thread (issue "Scale")."""
+
+    def __init__(self, target: Target, password: str, shared: list[str], timeout: float,
+                 answer_timeout: float):
         self.target = target
         self.password = password
-        self.shared = shared
-        self.timeout = timeout
-        self.conn = None
+        self.timeout = timeout  # to connect (TLS and SCRAM included)
+        self.answer_timeout = answer_timeout  # for an open connection's answers
+        self.pgconn: pq.PGconn | None = None
         self.previous_stats: dict[str, int] | None = None
         self.stats_due = 0.0  # time.monotonic() of the next SHOW STATS
+        self.backends_sql = psql.SQL(BACKENDS_SQL).format(
+            shared=psql.Literal(list(shared)), sampler_app=psql.Literal(SAMPLER_APP)
+        ).as_string(None).encode()
+        # the sample in progress: None when idle
+        self.record: dict[str, Any] | None = None
+        self.started = 0.0  # time.perf_counter() at its start, for "ms"
+        self.deadline = 0.0  # time.monotonic() when it is given up
+        self.connecting = False
+        self.events = 0  # select.POLLIN or POLLOUT: what the step waits for
+        self.queries: list[tuple[str, bytes]] = []  # still to send or answer, first in flight
+        self.answers: dict[str, list[dict[str, Any]]] = {}
+        self._rows: list[dict[str, Any]] = []
 
-    def _connect(self):
+    def _conninfo(self) -> str:
         t = self.target
+        params: dict[str, Any] = {"host": t.host, "port": t.port, "user": t.user,
+                                  "password": self.password, **t.tls}
         if t.kind == "pgbouncer":
-            return pg.admin_connect(t.host, t.port, t.user, self.password, timeout=self.timeout,
-                                    **t.tls)
-        # pg.open_connection: a timed-out attempt's socket is closed now, not at the next
-        # full garbage collection (a dead target is retried every tick)
-        return pg.open_connection(host=t.host, port=t.port, **t.tls, user=t.user,
-                                  password=self.password,
-                                  dbname=t.dbname, application_name=SAMPLER_APP,
-                                  connect_timeout=max(2, int(self.timeout)), autocommit=True)
+            params["dbname"] = "pgbouncer"
+        else:
+            params.update(dbname=t.dbname, application_name=SAMPLER_APP)
+        return make_conninfo(**params)
 
-    def sample(self) -> dict[str, Any]:
+    @property
+    def busy(self) -> bool:
+        return self.record is not None
+
+    def fileno(self) -> int:
+        return self.pgconn.socket if self.pgconn is not None else -1
+
+    def begin(self, now: float) -> dict[str, Any] | None:
+        """Start a sample; the record at once if it fails before any wait."""
         t = self.target
-        started = time.perf_counter()
-        record: dict[str, Any] = {"v": 1, "t": round(clock.now(), 3), "target": t.name,
-                                  "kind": t.kind}
+        self.started = time.perf_counter()
+        self.record = {"v": 1, "t": round(clock.now(), 3), "target": t.name, "kind": t.kind}
         try:
-            if self.conn is None or self.conn.closed:
-                self.conn = self._connect()
-            record.update(self._read())
-            record["ok"] = True
-        except Exception as exc:  # any failure is a gap in the record, never a crash
-            record["ok"] = False
-            record["error"] = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-            self.close()
-        record["ms"] = round((time.perf_counter() - started) * 1000, 3)
-        if t.limits:
-            record["limits"] = t.limits
+            if self.pgconn is None:
+                self.pgconn = pq.PGconn.connect_start(self._conninfo().encode())
+                if self.pgconn.status == pq.ConnStatus.BAD:
+                    raise psycopg.OperationalError(self._conn_error())
+                self.connecting = True
+                self.events = select.POLLOUT  # libpq: as if connect_poll said WRITING
+                self.deadline = now + self.timeout
+            else:
+                self._ask(now)
+        except psycopg.Error as exc:
+            return self._fail(str(exc))
+        return None
+
+    def _conn_error(self) -> str:
+        return self.pgconn.get_error_message("utf-8") if self.pgconn else "no connection"
+
+    def _ask(self, now: float) -> None:
+        if self.target.kind == "postgres":
+            self.queries = [("backends", self.backends_sql)]
+        else:
+            self.queries = [("pools", b"SHOW POOLS")]
+            if now >= self.stats_due:
+                self.stats_due = now + STATS_EVERY_S
+                self.queries.append(("stats", b"SHOW STATS"))
+        self.answers = {}
+        self.deadline = now + self.answer_timeout
+        self._send()
+
+    def _send(self) -> None:
+        self._rows = []
+        self.pgconn.send_query(self.queries[0][1])
+        self.events = select.POLLOUT if self.pgconn.flush() else select.POLLIN
+
+    def step(self, now: float) -> dict[str, Any] | None:
+        """The socket is ready: go on; the record once the sample is done."""
+        try:
+            pgconn = self.pgconn
+            if self.connecting:
+                status = pgconn.connect_poll()
+                if status == pq.PollingStatus.OK:
+                    self.connecting = False
+                    pgconn.nonblocking = 1
+                    self._ask(now)
+                elif status == pq.PollingStatus.FAILED:
+                    raise psycopg.OperationalError(self._conn_error())
+                else:
+                    self.events = (select.POLLIN if status == pq.PollingStatus.READING
+                                   else select.POLLOUT)
+                return None
+            if self.events == select.POLLOUT:
+                self.events = select.POLLOUT if pgconn.flush() else select.POLLIN
+                return None
+            pgconn.consume_input()
+            while not pgconn.is_busy():
+                res = pgconn.get_result()
+                if res is None:  # the query in flight is answered
+                    self.answers[self.queries.pop(0)[0]] = self._rows
+                    if self.queries:
+                        self._send()
+                        return None
+                    return self._finish()
+                if res.status not in (pq.ExecStatus.TUPLES_OK, pq.ExecStatus.COMMAND_OK):
+                    raise psycopg.errors.error_from_result(res, encoding="utf-8")
+                self._rows = _text_rows(res)
+            return None
+        except psycopg.Error as exc:
+            return self._fail(str(exc))
+
+    def expire(self, now: float) -> dict[str, Any] | None:
+        """The record of a sample past its deadline, given up."""
+        if not self.busy or now < self.deadline:
+            return None
+        if self.connecting:
+            return self._fail(f"{NO_CONNECTION} {self.timeout:g} s")
+        return self._fail(f"{NO_ANSWER} {self.answer_timeout:g} s")
+
+    def _finish(self) -> dict[str, Any]:
+        record, self.record = self.record, None
+        record.update(self._read(self.answers))
+        record["ok"] = True
+        return self._stamp(record)
+
+    def _fail(self, error: str) -> dict[str, Any]:
+        """Any failure is a gap in the record, never a crash; the next sample reconnects."""
+        record, self.record = self.record, None
+        record["ok"] = False
+        record["error"] = (error.strip().splitlines() or ["failed"])[0][:200]
+        self.close()
+        return self._stamp(record)
+
+    def _stamp(self, record: dict[str, Any]) -> dict[str, Any]:
+        record["ms"] = round((time.perf_counter() - self.started) * 1000, 3)
+        if self.target.limits:
+            record["limits"] = self.target.limits
         return record
 
-    def _read(self) -> dict[str, Any]:
+    def _read(self, answers: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
         if self.target.kind == "postgres":
-            groups = pg.rows(self.conn, BACKENDS_SQL, {"shared": self.shared,
-                                                       "sampler_app": SAMPLER_APP})
+            groups = [{**g, "n": int(g["n"])} for g in answers["backends"]]
             by_origin: dict[str, int] = {}
             for g in groups:
                 origin = g["origin"]
                 if origin == "dedicated" and g["role"] == AUTH_ROLE:
                     origin = "dedicated_auth"  # the pooler's auth_query, not its load
-                by_origin[origin] = by_origin.get(origin, 0) + int(g["n"])
-            return {"total": sum(by_origin.values()), "by_origin": by_origin,
-                    "groups": [{**g, "n": int(g["n"])} for g in groups]}
-        summary = pg.pool_summary(self.conn)
+                by_origin[origin] = by_origin.get(origin, 0) + g["n"]
+            return {"total": sum(by_origin.values()), "by_origin": by_origin, "groups": groups}
+        summary = pg.summarize_pools(answers["pools"])
         summary = {k: summary[k] for k in (*pg.POOL_COLUMNS, "maxwait_s")}
-        now = time.monotonic()
-        if now < self.stats_due:
+        if "stats" not in answers:
             return {"pools": summary}
-        self.stats_due = now + STATS_EVERY_S
-        stats_rows = [r for r in pg.rows(self.conn, "SHOW STATS")
-                      if r.get("database") != "pgbouncer"]
+        stats_rows = [r for r in answers["stats"] if r.get("database") != "pgbouncer"]
         stats = {col: sum(int(r.get(col) or 0) for r in stats_rows)
                  for col in STATS_COLUMNS if any(col in r for r in stats_rows)}
         delta = None
@@ -170,35 +289,56 @@ class _TargetProbe:
         return {"pools": summary, "stats": stats, "stats_delta": delta}
 
     def close(self) -> None:
-        if self.conn is not None:
+        self.record = None
+        self.connecting = False
+        if self.pgconn is not None:
             with contextlib.suppress(Exception):
-                self.conn.close()
-        self.conn = None
+                self.pgconn.finish()
+        self.pgconn = None
+
+
+def _text_rows(res: pq.PGresult) -> list[dict[str, Any]]:
+    """A result's rows as dicts keyed by column name, values as text (None for NULL)."""
+    names = [res.fname(i).decode("utf-8", "replace") for i in range(res.nfields)]
+    return [{name: None if (v := res.get_value(r, c)) is None else v.decode("utf-8", "replace")
+             for c, name in enumerate(names)} for r in range(res.ntuples)]
 
 
 class Sampler:
-    """Samples every target on its own thread until ``stop``; see the module docstring."""
+    """Samples every target, all at once on one thread, until ``stop``; see the module
+    docstring. A target that has not answered its last sample when the next is due is left to
+    finish (its missed ticks are skipped, never made up in a burst)."""
 
     def __init__(self, targets: list[Target], passwords: dict[str, str], *,
                  shared: list[str] = (),
                  out: Path | None = None, interval: float = 0.5, timeout: float = 2,
+                 answer_timeout: float = ANSWER_TIMEOUT_S,
                  on_record: Callable[[dict[str, Any]], None] | None = None):
         self.interval = interval
         self.out = out
         self.on_record = on_record
-        self._probes = [_TargetProbe(t, passwords[t.name], list(shared), timeout)
-                        for t in targets]
+        self._probes = [_TargetProbe(t, passwords[t.name], list(shared), timeout,
+                                     answer_timeout) for t in targets]
         self._stop = threading.Event()
         self._lock = threading.Lock()
-        self._threads: list[threading.Thread] = []
+        self._thread: threading.Thread | None = None
+        self._wake_r, self._wake_w = -1, -1  # stop() writes a byte: the poll returns at once
         self._fh = None
         self.latest: dict[str, dict[str, Any]] = {}
         self.write_error: str | None = None  # why connections.jsonl could not be written
 
     def snapshot(self) -> dict[str, dict[str, Any]]:
         """One sample of every target, now (used by `lab status`)."""
+        records: dict[str, dict[str, Any]] = {}
         try:
-            return {p.target.name: p.sample() for p in self._probes}
+            now = time.monotonic()
+            for p in self._probes:
+                if (record := p.begin(now)) is not None:
+                    records[p.target.name] = record
+            while any(p.busy for p in self._probes):
+                for record in self._poll(time.monotonic() + self.interval):
+                    records[record["target"]] = record
+            return {p.target.name: records[p.target.name] for p in self._probes}
         finally:
             for p in self._probes:
                 p.close()
@@ -207,25 +347,59 @@ class Sampler:
         if self.out is not None:
             self.out.parent.mkdir(parents=True, exist_ok=True)
             self._fh = open(self.out, "a", buffering=1)
-        for probe in self._probes:
-            thread = threading.Thread(target=self._loop, args=(probe,), daemon=True,
-                                      name=f"sampler-{probe.target.name}")
-            thread.start()
-            self._threads.append(thread)
+        self._wake_r, self._wake_w = os.pipe()
+        self._thread = threading.Thread(target=self._loop, daemon=True, name="sampler")
+        self._thread.start()
         return self
 
-    def _loop(self, probe: _TargetProbe) -> None:
+    def _loop(self) -> None:
         next_tick = time.monotonic()
-        while not self._stop.is_set():
-            record = probe.sample()
-            self._emit(record)
-            next_tick += self.interval
-            delay = next_tick - time.monotonic()
-            if delay < 0:  # a slow or dead target: skip missed ticks instead of bursting
-                next_tick = time.monotonic()
-                delay = 0
-            self._stop.wait(delay)
-        probe.close()
+        try:
+            while not self._stop.is_set():
+                now = time.monotonic()
+                if now >= next_tick:
+                    for p in self._probes:
+                        if not p.busy and (record := p.begin(now)) is not None:
+                            self._emit(record)
+                    next_tick += self.interval
+                    if next_tick <= now:  # a slow tick: skip the missed ones, never burst
+                        next_tick = now + self.interval
+                for record in self._poll(next_tick):
+                    self._emit(record)
+        finally:
+            for p in self._probes:
+                p.close()
+
+    def _poll(self, until: float) -> list[dict[str, Any]]:
+        """Wait until a busy target's socket is ready, a deadline passes, ``until`` or stop;
+        step what is ready. The records of the samples that ended."""
+        poller = select.poll()
+        if self._wake_r >= 0:
+            poller.register(self._wake_r, select.POLLIN)
+        ready: dict[int, _TargetProbe] = {}
+        done: list[dict[str, Any]] = []
+        for p in self._probes:
+            if not p.busy:
+                continue
+            try:
+                fd = p.fileno()
+            except psycopg.Error as exc:  # the connection is gone
+                done.append(p._fail(str(exc)))
+                continue
+            ready[fd] = p
+            poller.register(fd, p.events)
+            until = min(until, p.deadline)
+        if done:
+            return done
+        wait_ms = max(0.0, (until - time.monotonic()) * 1000)
+        for fd, _ in poller.poll(wait_ms):
+            if fd in ready and (record := ready[fd].step(time.monotonic())) is not None:
+                done.append(record)
+        now = time.monotonic()
+        for p in self._probes:
+            if (record := p.expire(now)) is not None:
+                done.append(record)
+        return done
 
     def _emit(self, record: dict[str, Any]) -> None:
         with self._lock:
@@ -240,8 +414,16 @@ class Sampler:
 
     def stop(self) -> None:
         self._stop.set()
-        for thread in self._threads:
-            thread.join(timeout=10)
+        if self._wake_w >= 0:
+            with contextlib.suppress(OSError):
+                os.write(self._wake_w, b"x")
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        for fd in (self._wake_r, self._wake_w):
+            if fd >= 0:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        self._wake_r = self._wake_w = -1
         with self._lock:
             if self._fh is not None:
                 try:

@@ -342,3 +342,42 @@ def test_the_docker_client_keeps_its_connections_across_calls(lab, ctx):
         assert ctx.container("db").exec_run(["true"]).exit_code == 0
         ctx.network().reload()
     assert unix_sockets() <= before
+
+
+def test_a_frozen_pooler_host_never_holds_up_the_samples_of_the_others(lab, ctx, tmp_path):
+    """The connection sampler asks every target at once on one thread (issue "Scale"): while
+    the shared pooler's host is paused, Postgres and the dedicated pooler are still sampled
+    every tick; the frozen endpoints are recorded as failed samples (an open connection's
+    answer, then a new connection, given up at their timeouts), and sampled again after."""
+    from lab import sampler as samplermod
+
+    cfg, state, containers = stack.require_running(lab.name)
+    targets = samplermod.lab_targets(cfg, connect.endpoints(cfg, containers))
+    out = tmp_path / "connections.jsonl"
+    sampler = samplermod.Sampler(targets, samplermod.lab_passwords(state.secrets(), targets),
+                                 shared=samplermod.shared_addresses(containers), out=out,
+                                 interval=0.25, timeout=1, answer_timeout=1)
+    fault = parse_fault("0s:pooler:pause:3s")
+    with sampler:
+        time.sleep(1.5)
+        paused_at = time.time()
+        assert_ok(actions.inject(fault, ctx))
+        try:
+            time.sleep(3)
+        finally:
+            assert "unpaused" in assert_ok(actions.recover(fault, ctx))
+        resumed_at = time.time()
+        time.sleep(3)
+    records = samplermod.read(out)
+    for name in ("postgres", "dedicated"):
+        during = [r for r in records if r["target"] == name
+                  and paused_at + 0.5 <= r["t"] <= resumed_at - 0.5]
+        assert len(during) >= 6 and all(r["ok"] for r in during), (name, during)
+    for name in ("session", "transaction"):
+        mine = [r for r in records if r["target"] == name]
+        assert all(r["ok"] for r in mine if r["t"] < paused_at - 0.3), mine
+        failed = [r for r in mine if not r["ok"]]
+        assert failed and all(r["error"] in ("no answer within 1 s", "no connection within 1 s")
+                              for r in failed), failed
+        assert failed[0]["error"] == "no answer within 1 s"  # the open connection, first
+        assert any(r["ok"] for r in mine if r["t"] > resumed_at), mine

@@ -14,6 +14,7 @@ import pytest
 from lab import samples
 from lab.run import live
 from lab.run.live import Live, SampleWatcher
+from lab.watch import frame
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -102,6 +103,12 @@ def test_a_pooler_that_stops_answering_is_said_loudly():
                              "error": "connection refused"}
     live.merge_sampler(state, latest, "transaction", now=now)
     assert "transaction pooler refuses the sampler (connection refused)" in state.line()
+    latest["transaction"] = {"t": now - 0.2, "ok": False, "ms": 10000,
+                             "error": "no answer within 10 s"}
+    live.merge_sampler(state, latest, "transaction", now=now)
+    assert "transaction pooler not answering (no answer within 10 s)" in state.line()
+    from lab import sampler
+    assert frame.TIMED_OUT == (sampler.NO_ANSWER, sampler.NO_CONNECTION)
     assert state.waiting is None and state.backends == 12
     latest["transaction"] = {"t": now - 0.2, "ok": True, "ms": 1, "pools": {"cl_waiting": 4}}
     live.merge_sampler(state, latest, "transaction", now=now)

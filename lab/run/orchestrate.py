@@ -1,5 +1,5 @@
 """A run: each leg against each endpoint in turn (and again, with --repeat), Locust as a child
-process per segment, the connection sampler on its own threads, a live progress line, and one
+process per segment, the connection sampler on its own thread, a live progress line, and one
 run directory (docs/formats.md). Ctrl-C stops the load, keeps what was measured and still leaves
 a valid run directory; no Locust process outlives the run."""
 

@@ -25,6 +25,11 @@ def pooler_counts(pools: Mapping[str, Any]) -> dict[str, Any]:
             "maxwait_s": round(float(pools.get("maxwait_s", 0.0)), 3)}
 
 
+# how lab.sampler's records of a target that never answered begin (a frozen host): its
+# NO_ANSWER and NO_CONNECTION, not imported (lab.sampler loads psycopg)
+TIMED_OUT = ("no answer within", "no connection within")
+
+
 def reachable(record: Mapping[str, Any] | None, now: float) -> tuple[bool, str | None]:
     """Whether a target answers, from its newest sample: (True, None), or (False, why): it
     refused the sampler, or its newest sample is stale (the sampler samples every 0.5 s and
@@ -32,7 +37,10 @@ def reachable(record: Mapping[str, Any] | None, now: float) -> tuple[bool, str |
     if record is None:
         return False, "not sampled yet"
     if not record.get("ok"):
-        return False, f"refuses the sampler ({record.get('error') or 'failed'})"[:160]
+        error = record.get("error") or "failed"
+        if error.startswith(TIMED_OUT):  # lab.sampler gave up waiting: silence, not a refusal
+            return False, f"not answering ({error})"[:160]
+        return False, f"refuses the sampler ({error})"[:160]
     age = now - float(record.get("t", now))
     if age > STALE_S + float(record.get("ms", 0)) / 1000.0:
         return False, f"not answering for {age:.1f} s"
