@@ -1,10 +1,11 @@
 """Raw per-request samples, format ``requests/1.1`` (see docs/formats.md).
 
 Load processes write them with ``ChunkWriter``: rows are buffered and about once a second a
-complete Parquet file ``requests/part-<worker>-<seq>.parquet`` appears (written under a hidden
-temporary name, then renamed, so every ``part-*`` file is whole). When the run ends ``compact``
-merges the chunks into ``requests.parquet`` (also through a rename) and removes ``requests/``.
-``read_requests`` reads whichever is there.
+complete chunk ``requests/part-<worker>-<seq>.arrow`` appears, an Arrow IPC file (written under
+a hidden temporary name, then renamed, so every ``part-*`` file is whole). When the run ends
+``compact`` merges the chunks into ``requests.parquet`` (also through a rename) and removes
+``requests/``. ``read_requests`` reads whichever is there, and the Parquet chunks
+(``part-*.parquet``) of runs written before the chunks were Arrow IPC files.
 
 Strings that repeat (scenario, endpoint, phase, name, error class, SQLSTATE, message) are
 dictionary-encoded and the files zstd-compressed: a million rows stay a few megabytes and load
@@ -39,7 +40,9 @@ FORMAT_KIND, FORMAT_MAJOR = "requests", "1"
 FORMAT_KEY = b"pooler-lab.format"
 FILE = "requests.parquet"
 CHUNK_DIR = "requests"
-CHUNK_GLOB = "part-*.parquet"
+CHUNK_SUFFIX = ".arrow"
+# chunks as written now, and as runs before 2026-12-02 wrote them (Parquet): both are read
+CHUNK_GLOBS = (f"part-*{CHUNK_SUFFIX}", "part-*.parquet")
 COMPRESSION = "zstd"
 
 _DICT = pa.dictionary(pa.int32(), pa.string())
@@ -90,23 +93,29 @@ def to_table(rows: Sequence[Sequence[Any]]) -> pa.Table:
     return pa.Table.from_arrays(arrays, schema=SCHEMA)
 
 
-# A chunk lives until ``compact``: written cheaply, as it is written beside the load, once a
-# second (dictionaries for the strings only, no statistics, no compression). Uncompressed, a
-# chunk takes about 64 bytes a row against lz4's 42 (its times are doubles that compress
-# little); lz4 cost 1,900 instructions a row of a 1,200-row chunk, a third of the chunk's
-# whole cost (callgrind on one table written 20 times: docs/benchmarks.md), zstd more still.
-CHUNK_OPTIONS: dict[str, Any] = {"compression": "none", "write_statistics": False,
-                                 "use_dictionary": sorted(_STRING_COLUMNS)}
+# A chunk lives until ``compact``: it is written beside the load, once a second, and read once
+# by the live counters, so it is an Arrow IPC file: the columns as they are in memory, no
+# encoding, no compression. Against the uncompressed Parquet chunks it replaced, for a
+# 1,100-row chunk (docs/benchmarks.md): written in 420 us of CPU instead of 1,180, its three
+# live columns read in 110 instead of 340, about 89 bytes a row instead of 64 (lz4 IPC: 43,
+# but its writing costs 770 us). requests.parquet, kept, is zstd Parquet.
 FILE_OPTIONS: dict[str, Any] = {"compression": COMPRESSION}
 
 
-def write_table(table: pa.Table, path: Path, *, chunk: bool = False) -> None:
-    """Write ``table`` to ``path`` whole or not at all (temporary file, then rename);
-    ``chunk``: a chunk's cheaper options."""
+def write_table(table: pa.Table, path: Path) -> None:
+    """Write ``table`` to ``path`` whole or not at all (temporary file, then rename): Arrow
+    IPC for a chunk's ``CHUNK_SUFFIX``, else zstd Parquet."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    table = table.replace_schema_metadata(SCHEMA.metadata)
     try:
-        pq.write_table(table.replace_schema_metadata(SCHEMA.metadata), tmp,
-                       row_group_size=256 * 1024, **(CHUNK_OPTIONS if chunk else FILE_OPTIONS))
+        if path.suffix == CHUNK_SUFFIX:
+            if any(column.num_chunks > 1 for column in table.columns):
+                # an IPC file holds one dictionary per column
+                table = table.unify_dictionaries().combine_chunks()
+            with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, table.schema) as out:
+                out.write_table(table)
+        else:
+            pq.write_table(table, tmp, row_group_size=256 * 1024, **FILE_OPTIONS)
         os.replace(tmp, path)
     finally:
         with contextlib.suppress(FileNotFoundError):
@@ -188,7 +197,7 @@ class ChunkWriter:
     def write(self, batch: Batch, path: Path | None) -> Path | None:
         if not len(batch) or path is None:
             return None
-        write_table(batch.table(), path, chunk=True)
+        write_table(batch.table(), path)
         self.written += len(batch)
         self.files += 1
         return path
@@ -198,7 +207,7 @@ class ChunkWriter:
 
     def _next_path(self) -> Path:
         while True:
-            path = self.dir / f"part-{self.worker}-{self.seq:06d}.parquet"
+            path = self.dir / f"part-{self.worker}-{self.seq:06d}{CHUNK_SUFFIX}"
             self.seq += 1
             if not path.exists():  # never overwrite another process's chunk
                 return path
@@ -284,30 +293,40 @@ def check_format(metadata: dict[bytes, bytes] | None, source: Path) -> None:
 
 def read_chunk(path: Path | str, columns: Iterable[str] | None = None, *,
                threads: bool = True) -> pa.Table:
-    """One Parquet file of requests/1.x (a chunk or requests.parquet), in the current schema:
-    columns a file predates are filled with what they meant then (``repeat`` = 1), columns a
-    newer minor version added are left out. ``columns`` selects (and orders) columns.
-    ``threads=False``: read on this thread alone, without Arrow's read-ahead; for a chunk of a
-    few thousand rows that costs half the CPU (the live counters read one every second)."""
+    """One file of requests/1.x (a chunk, Arrow IPC or Parquet, or requests.parquet), in the
+    current schema: columns a file predates are filled with what they meant then (``repeat``
+    = 1), columns a newer minor version added are left out. ``columns`` selects (and orders)
+    columns. ``threads=False``: read a Parquet file on this thread alone, without Arrow's
+    read-ahead; for a chunk of a few thousand rows that costs half the CPU."""
     path = Path(path)
     wanted = list(columns) if columns is not None else list(COLUMNS)
+
+    def check(schema: pa.Schema) -> list[str]:
+        """The wanted columns the file has; raises for a foreign file or unknown column."""
+        check_format(schema.metadata, path)
+        present = set(schema.names)
+        unknown = [c for c in wanted if c not in present and c not in ADDED_COLUMNS]
+        if unknown:
+            raise ReportError(f"{path} has no column {', '.join(map(repr, unknown))}",
+                              fix=f"read the columns of {FORMAT}: {', '.join(COLUMNS)}")
+        return [c for c in wanted if c in present]
+
     try:
-        # one open and one footer for the schema and the data (read_schema + read_table:
-        # two, and a dataset's machinery; the live counters read every chunk as it comes)
-        with pq.ParquetFile(path, pre_buffer=threads) as file:
-            schema = file.schema_arrow
-            check_format(schema.metadata, path)
-            present = set(schema.names)
-            unknown = [c for c in wanted if c not in present and c not in ADDED_COLUMNS]
-            if unknown:
-                raise ReportError(f"{path} has no column {', '.join(map(repr, unknown))}",
-                                  fix=f"read the columns of {FORMAT}: {', '.join(COLUMNS)}")
-            table = file.read(columns=[c for c in wanted if c in present], use_threads=threads)
+        if path.suffix == CHUNK_SUFFIX:
+            with pa.OSFile(str(path)) as source:
+                reader = pa.ipc.open_file(source)
+                table = reader.read_all().select(check(reader.schema))
+        else:
+            # one open and one footer for the schema and the data (read_schema + read_table:
+            # two, and a dataset's machinery)
+            with pq.ParquetFile(path, pre_buffer=threads) as file:
+                table = file.read(columns=check(file.schema_arrow), use_threads=threads)
     except (OSError, pa.ArrowInvalid) as exc:
         raise ReportError(f"{path} is unreadable ({exc})",
                           fix="delete the damaged file and run `lab report` again") from None
     if len(table.column_names) == len(wanted):
         return table.select(wanted)
+    present = set(table.column_names)
     arrays, fields = [], []
     for name in wanted:
         if name in present:
@@ -329,7 +348,8 @@ def chunk_names(run_dir: Path | str, skip: Container[str] = ()) -> list[str]:
         names = os.listdir(Path(run_dir) / CHUNK_DIR)
     except FileNotFoundError:
         return []
-    return sorted(n for n in names if n not in skip and fnmatch.fnmatchcase(n, CHUNK_GLOB))
+    return sorted(n for n in names if n not in skip
+                  and any(fnmatch.fnmatchcase(n, glob) for glob in CHUNK_GLOBS))
 
 
 def chunk_paths(run_dir: Path | str) -> list[Path]:

@@ -86,11 +86,14 @@ def test_the_workers_locustfile_carries_the_segment_and_points_at_the_workers_fi
 
 
 def test_the_master_writes_a_workers_files_under_names_of_its_own(tmp_path):
-    dest = master.destination(tmp_path, "requests/part-0-000003.parquet", 1, "vm_abc")
-    assert dest == tmp_path / "requests" / f"part-1-{master.node_tag('vm_abc')}-000003.parquet"
+    dest = master.destination(tmp_path, "requests/part-0-000003.arrow", 1, "vm_abc")
+    assert dest == tmp_path / "requests" / f"part-1-{master.node_tag('vm_abc')}-000003.arrow"
     # the same file sent twice lands on itself; another worker's never does
-    assert dest == master.destination(tmp_path, "requests/part-0-000003.parquet", 1, "vm_abc")
-    assert dest != master.destination(tmp_path, "requests/part-0-000003.parquet", 1, "vm_def")
+    assert dest == master.destination(tmp_path, "requests/part-0-000003.arrow", 1, "vm_abc")
+    assert dest != master.destination(tmp_path, "requests/part-0-000003.arrow", 1, "vm_def")
+    # a worker of an older lab sends Parquet chunks: kept as they are
+    assert master.destination(tmp_path, "requests/part-0-000003.parquet", 1, "vm_abc") == \
+        tmp_path / "requests" / f"part-1-{master.node_tag('vm_abc')}-000003.parquet"
     # a schedule or live file is written under the sender's own index
     assert master.destination(tmp_path, "schedule/transaction-0.json", 1, "a") == \
         tmp_path / "schedule" / "transaction-1.json"

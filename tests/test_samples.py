@@ -31,14 +31,15 @@ def test_chunks_are_whole_files_with_the_format_tag(tmp_path):
     w = samples.ChunkWriter(tmp_path, worker=3, interval=3600)
     for i in range(10):
         w.add(row(i))
-    assert w.flush() == tmp_path / "requests" / "part-3-000000.parquet"
+    assert w.flush() == tmp_path / "requests" / "part-3-000000.arrow"
     assert w.flush() is None  # nothing buffered: no empty chunk
     w.add(row(10, ok=False))
     w.close()
     files = samples.chunk_paths(tmp_path)
-    assert [f.name for f in files] == ["part-3-000000.parquet", "part-3-000001.parquet"]
+    assert [f.name for f in files] == ["part-3-000000.arrow", "part-3-000001.arrow"]
     assert not [p for p in (tmp_path / "requests").iterdir() if p.name.startswith(".")]
-    meta = pq.read_schema(files[0]).metadata
+    with pa.OSFile(str(files[0])) as source:  # an Arrow IPC file, as any Arrow reader sees it
+        meta = pa.ipc.open_file(source).schema.metadata
     assert meta[b"pooler-lab.format"] == b"requests/1.1"
     table = samples.read_requests(tmp_path)
     assert table.num_rows == 11 and table.column_names == list(samples.COLUMNS)
@@ -52,6 +53,32 @@ def test_chunks_are_whole_files_with_the_format_tag(tmp_path):
     assert failed["ok"] is False and math.isnan(failed["query_ms"])
     assert (failed["error_class"], failed["sqlstate"]) == ("too_many_clients", "53300")
     assert rows[0]["error_class"] is None
+
+
+def test_parquet_chunks_of_older_runs_read_beside_new_ones(tmp_path):
+    """Runs before 2026-12-02 wrote Parquet chunks: a killed one's are still read (and
+    compacted), with the Arrow IPC chunks of today in the same folder."""
+    w = samples.ChunkWriter(tmp_path, worker=0, interval=3600)
+    for i in range(5):
+        w.add(row(i))
+    w.close()
+    old = samples.to_table([row(i, worker=1) for i in range(5, 8)])
+    samples.write_table(old, tmp_path / "requests" / "part-1-000000.parquet")
+    assert [p.name for p in samples.chunk_paths(tmp_path)] == [
+        "part-0-000000.arrow", "part-1-000000.parquet"]
+    assert samples.read_requests(tmp_path, columns=["worker"]).column(
+        "worker").to_pylist() == [0] * 5 + [1] * 3
+    merged = samples.compact(tmp_path)
+    assert pq.read_table(merged).num_rows == 8 and not (tmp_path / "requests").exists()
+
+
+def test_a_torn_chunk_is_an_error_that_names_the_file(tmp_path):
+    w = samples.ChunkWriter(tmp_path, worker=0, interval=3600)
+    w.add(row(0))
+    path = w.flush()
+    path.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 2])
+    with pytest.raises(ReportError, match="part-0-000000.arrow is unreadable"):
+        samples.read_chunk(path)
 
 
 def test_add_flushes_after_the_interval(tmp_path):
@@ -88,7 +115,7 @@ def test_reader_skips_temporary_files_and_reads_columns(tmp_path):
     w = samples.ChunkWriter(tmp_path, worker=1)
     w.add(row(0))
     w.close()
-    (tmp_path / "requests" / ".part-1-000001.parquet.123.tmp").write_bytes(b"PAR1 torn")
+    (tmp_path / "requests" / ".part-1-000001.arrow.123.tmp").write_bytes(b"ARROW1 torn")
     table = samples.read_requests(tmp_path, columns=["start", "ok"])
     assert table.column_names == ["start", "ok"] and table.num_rows == 1
 

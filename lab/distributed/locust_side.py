@@ -12,7 +12,7 @@ for their ``lab_done``: the load stops at the run time, and the last files arriv
 workers are told to quit.
 
 The master writes each file into the run directory under a name of its own: a chunk
-``part-<k>-<node>-<seq>.parquet`` (k the worker's index, node a hash of Locust's worker id),
+``part-<k>-<node>-<seq>.arrow`` (k the worker's index, node a hash of Locust's worker id),
 so a file sent twice lands on itself and two workers, or one worker in two segments, never
 share a name: every sample is there exactly once. It records who joined, what each sent, who
 went missing and who finished in ``workers/<segment>.json`` (rewritten as it changes), which

@@ -23,8 +23,8 @@ from lab.distributed import wrapper
 from lab.errors import ConfigError, RunError
 
 # What a worker may send the master, by folder (lab.distributed.locust_side), and its chunks.
-FOLDERS = {"requests": ".parquet", "schedule": ".json", "live": ".json"}
-CHUNK = re.compile(r"part-(\d+)-(\d+)\.parquet")
+FOLDERS = {"requests": (".arrow", ".parquet"), "schedule": (".json",), "live": (".json",)}
+CHUNK = re.compile(r"part-(\d+)-(\d+)(\.arrow|\.parquet)")  # .parquet: a worker before 2026-12
 GAVE_UP = "Gave up waiting for workers"  # Locust's own words when --expect-workers-max-wait ends
 
 
@@ -128,7 +128,7 @@ def destination(run_dir: Path, rel: str, index: int, node_id: str) -> Path | Non
         match = CHUNK.fullmatch(name)
         if match is None:
             return None
-        name = f"part-{index}-{node_tag(node_id)}-{match.group(2)}.parquet"
+        name = f"part-{index}-{node_tag(node_id)}-{match.group(2)}{match.group(3)}"
     else:  # <endpoint>-<index>.json: a worker writes under its own index only
         match = re.fullmatch(r"([A-Za-z0-9_.-]+)-\d+\.json", name)
         if match is None:
