@@ -171,6 +171,7 @@ class _TargetProbe:
         try:
             if self.pgconn is None:
                 self.pgconn = pq.PGconn.connect_start(self._conninfo().encode())
+                self.pgconn.notice_handler = _ignore  # libpq's own prints to stderr
                 if self.pgconn.status == pq.ConnStatus.BAD:
                     raise psycopg.OperationalError(self._conn_error())
                 self.connecting = True
@@ -178,8 +179,8 @@ class _TargetProbe:
                 self.deadline = now + self.timeout
             else:
                 self._ask(now)
-        except psycopg.Error as exc:
-            return self._fail(str(exc))
+        except Exception as exc:  # any failure is a gap in the record, never a crash
+            return self._fail(exc)
         return None
 
     def _conn_error(self) -> str:
@@ -234,8 +235,8 @@ class _TargetProbe:
                     raise psycopg.errors.error_from_result(res, encoding="utf-8")
                 self._rows = _text_rows(res)
             return None
-        except psycopg.Error as exc:
-            return self._fail(str(exc))
+        except Exception as exc:  # any failure is a gap in the record, never a crash
+            return self._fail(exc)
 
     def expire(self, now: float) -> dict[str, Any] | None:
         """The record of a sample past its deadline, given up."""
@@ -251,11 +252,11 @@ class _TargetProbe:
         record["ok"] = True
         return self._stamp(record)
 
-    def _fail(self, error: str) -> dict[str, Any]:
-        """Any failure is a gap in the record, never a crash; the next sample reconnects."""
+    def _fail(self, error: str | Exception) -> dict[str, Any]:
+        """A failed sample's record; the next sample reconnects."""
         record, self.record = self.record, None
         record["ok"] = False
-        record["error"] = (error.strip().splitlines() or ["failed"])[0][:200]
+        record["error"] = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
         self.close()
         return self._stamp(record)
 
@@ -295,6 +296,10 @@ class _TargetProbe:
             with contextlib.suppress(Exception):
                 self.pgconn.finish()
         self.pgconn = None
+
+
+def _ignore(_result: pq.PGresult) -> None:
+    """A notice (a warning the server sends along): not the sampler's business."""
 
 
 def _text_rows(res: pq.PGresult) -> list[dict[str, Any]]:
@@ -384,7 +389,7 @@ class Sampler:
             try:
                 fd = p.fileno()
             except psycopg.Error as exc:  # the connection is gone
-                done.append(p._fail(str(exc)))
+                done.append(p._fail(exc))
                 continue
             ready[fd] = p
             poller.register(fd, p.events)
