@@ -157,16 +157,22 @@ def test_session_mode_refuses_the_client_beyond_pool_size_at_login(eps):
 
 
 def test_more_clients_than_max_client_conn_get_pgbouncers_error(eps):
-    held = []
-    try:
-        with pytest.raises(psycopg.OperationalError) as caught:
-            for _ in range(MAX_CLIENTS + 1):
-                held.append(conn(eps["transaction"]))
-        assert "no more connections allowed (max_client_conn)" in str(caught.value)
-        assert len(held) == MAX_CLIENTS
-    finally:
-        for c in held:
-            c.close()
+    # PgBouncer counts a closed client out when its loop gets to it: on a loaded machine an
+    # earlier test's client may still hold a slot for a moment, so a short fill is tried again
+    for _attempt in range(3):
+        held = []
+        try:
+            with pytest.raises(psycopg.OperationalError) as caught:
+                for _ in range(MAX_CLIENTS + 1):
+                    held.append(conn(eps["transaction"]))
+            assert "no more connections allowed (max_client_conn)" in str(caught.value)
+            if len(held) == MAX_CLIENTS:
+                break
+        finally:
+            for c in held:
+                c.close()
+        time.sleep(1)
+    assert len(held) == MAX_CLIENTS
 
 
 def test_status_json_counts_clients_and_backends_per_endpoint(lab, eps):
