@@ -133,23 +133,19 @@ class SampleWatcher:
         for name in samples.chunk_names(self.run_dir, skip=self.seen):
             path = self.run_dir / samples.CHUNK_DIR / name
             try:
-                # error_class only for a chunk with failures: decoding its strings is a third
-                # of a chunk's read, and most chunks have none
-                table = samples.read_chunk(path, columns=["start", "total_ms", "ok"],
-                                           threads=False)
-                ok = table.column("ok").to_numpy(zero_copy_only=False).astype(bool)
-                failed = None if ok.all() else samples.read_chunk(
-                    path, columns=["error_class"], threads=False).column("error_class")
+                table = samples.read_chunk(path, columns=["start", "total_ms", "ok",
+                                                          "error_class"], threads=False)
             except Exception:  # a file mid-rename is retried at the next tick
                 continue
             self.seen.add(name)
+            ok = table.column("ok").to_numpy(zero_copy_only=False).astype(bool)
             starts = table.column("start").to_numpy(zero_copy_only=False)
-            if failed is None:  # the common chunk: nothing failed, nothing left unstarted
+            if ok.all():  # the common chunk: nothing failed, nothing left unstarted
                 started = None
                 n_started = len(ok)
             else:
                 bad = np.flatnonzero(~ok)
-                classes = failed.take(pa.array(bad)).to_pylist()
+                classes = table.column("error_class").take(pa.array(bad)).to_pylist()
                 never = np.array([c == NOT_STARTED for c in classes], dtype=bool)
                 started = np.ones(len(ok), dtype=bool)
                 started[bad[never]] = False
