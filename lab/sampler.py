@@ -135,7 +135,7 @@ class _TargetProbe:
         self.stats_due = 0.0  # time.monotonic() of the next SHOW STATS
         self.backends_sql = psql.SQL(BACKENDS_SQL).format(
             shared=psql.Literal(list(shared)), sampler_app=psql.Literal(SAMPLER_APP)
-        ).as_string(None).encode()
+        ).as_string(None).encode() if target.kind == "postgres" else b""
         # the sample in progress: None when idle
         self.record: dict[str, Any] | None = None
         self.started = 0.0  # time.perf_counter() at its start, for "ms"
@@ -161,7 +161,9 @@ class _TargetProbe:
         return self.record is not None
 
     def fileno(self) -> int:
-        return self.pgconn.socket if self.pgconn is not None else -1
+        """The socket to poll (a busy probe always has a connection); OperationalError when
+        libpq has lost it."""
+        return self.pgconn.socket
 
     def begin(self, now: float) -> dict[str, Any] | None:
         """Start a sample; the record at once if it fails before any wait."""
