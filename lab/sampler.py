@@ -27,7 +27,7 @@ import os
 import select
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -319,11 +319,9 @@ class Sampler:
     def __init__(self, targets: list[Target], passwords: dict[str, str], *,
                  shared: list[str] = (),
                  out: Path | None = None, interval: float = 0.5, timeout: float = 2,
-                 answer_timeout: float = ANSWER_TIMEOUT_S,
-                 on_record: Callable[[dict[str, Any]], None] | None = None):
+                 answer_timeout: float = ANSWER_TIMEOUT_S):
         self.interval = interval
         self.out = out
-        self.on_record = on_record
         self._probes = [_TargetProbe(t, passwords[t.name], list(shared), timeout,
                                      answer_timeout) for t in targets]
         self._stop = threading.Event()
@@ -416,8 +414,6 @@ class Sampler:
                     self._fh.write(json.dumps(record, separators=(",", ":")) + "\n")
                 except OSError as exc:  # a full disk: keep sampling (the live line), say why
                     self.write_error = self.write_error or (exc.strerror or str(exc))
-        if self.on_record is not None:
-            self.on_record(record)
 
     def stop(self) -> None:
         self._stop.set()
