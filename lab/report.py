@@ -431,7 +431,8 @@ def _fault_table(a: RunAnalysis) -> list[Block]:
              "a request failed) succeeded; whole again: the first moment from which a second "
              "passed without a failure and with the p95 within 20% "
              "of the 10 s before the fault (both from the fault's start). Backends and clients: "
-             "before (median of the 5 s before) / during (peak) / after (median)."),
+             "before (median of the 5 s before) / during (peak, once its action was done) / "
+             "after (median)."),
         Table(["fault", "segment", "in effect", "failed during", "failed after", "not started",
                "first success", "whole again", "p95 before (ms)", "backends b/d/a",
                "clients b/d/a"], rows,

@@ -15,8 +15,10 @@ segment, from its events in ``faults.jsonl`` (docs/formats.md):
 * recovered: the first half-second window (by due time) from the fault on that begins a second
   without a failure, with a success, and with its p95 back within 20% (or 2 ms) of the p95 of
   the 10 s before the fault; None when that never happened before the segment ended;
-* backends and clients before (median of the 5 s before), during (peak) and after (median from
-  1 s after it ended).
+* backends and clients before (median of the 5 s before), during (peak, from when the inject's
+  action was done, for a fault held until a recover: a sample taken while `docker kill` was
+  still under way saw the pooler's backends of before) and after (median from 1 s after it
+  ended).
 """
 
 from __future__ import annotations
@@ -195,8 +197,10 @@ def impact(window: FaultWindow, rows: Rows, repeat: int, load_start: float, segm
     if later_ok.any():
         result.first_success_s = float(np.nanmin(rows.ends[later_ok])) - begin
     result.recovered_s = _recovered(rows, failed, begin, segment_end, result.pre_p95_ms)
-    result.backends = _before_during_after(backends, begin, end, segment_end)
-    result.clients = _before_during_after(clients, begin, end, segment_end)
+    held = window.effective if window.effective is not None and window.effective < end \
+        else begin
+    result.backends = _before_during_after(backends, begin, held, end, segment_end)
+    result.clients = _before_during_after(clients, begin, held, end, segment_end)
     return result
 
 
@@ -233,8 +237,9 @@ def _recovered(rows: Rows, failed: np.ndarray, begin: float, segment_end: float,
     return None
 
 
-def _before_during_after(trace: tuple[np.ndarray, np.ndarray] | None, begin: float, end: float,
-                         segment_end: float) -> tuple[float | None, float | None, float | None]:
+def _before_during_after(trace: tuple[np.ndarray, np.ndarray] | None, begin: float,
+                         held: float, end: float, segment_end: float
+                         ) -> tuple[float | None, float | None, float | None]:
     if trace is None:
         return (None, None, None)
     t, v = trace
@@ -243,5 +248,5 @@ def _before_during_after(trace: tuple[np.ndarray, np.ndarray] | None, begin: flo
         inside = (t >= lo) & (t <= hi) & np.isfinite(v)
         return float(how(v[inside])) if inside.any() else None
 
-    return (pick(begin - 5.0, begin, np.median), pick(begin, end, np.max),
+    return (pick(begin - 5.0, begin, np.median), pick(held, end, np.max),
             pick(end + 1.0, segment_end, np.median))
