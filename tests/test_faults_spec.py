@@ -347,6 +347,14 @@ def test_a_down_engine_or_console_is_recorded_not_raised(monkeypatch):
     ctx.close()
 
 
+def kill_events(inject_done: float, recover_done: float) -> list[dict]:
+    """faults.jsonl of 5s:pooler:kill:3s in segment s.transaction, begun at 105 and 108."""
+    fault = {"segment": "s.transaction", "fault": "5s:pooler:kill:3s", "ok": True}
+    return [{**fault, "phase": "inject", "t": 105.0, "done_t": inject_done,
+             "description": "pooler killed for 3 s"},
+            {**fault, "phase": "recover", "t": 108.0, "done_t": recover_done}]
+
+
 def test_first_success_counts_from_the_faults_action_done():
     # A kill takes effect somewhere between the inject's start (t) and docker's answer
     # (done_t): a request due in between may be served before the pooler dies, and on a busy
@@ -355,12 +363,7 @@ def test_first_success_counts_from_the_faults_action_done():
 
     from lab.faults import measure
 
-    events = [
-        {"segment": "s.transaction", "fault": "5s:pooler:kill:3s", "phase": "inject",
-         "t": 105.0, "done_t": 105.2, "ok": True, "description": "pooler killed for 3 s"},
-        {"segment": "s.transaction", "fault": "5s:pooler:kill:3s", "phase": "recover",
-         "t": 108.0, "done_t": 108.5, "ok": True},
-    ]
+    events = kill_events(105.2, 108.5)
     window = measure.windows(events)["s.transaction"][0]
     assert (window.begin, window.effective, window.end) == (105.0, 105.2, 108.5)
     # due:   104.0 ok | 105.01 broken | 105.02 served before the kill took effect (ends late)
@@ -394,12 +397,7 @@ def test_backends_during_a_fault_count_from_its_action_done():
 
     from lab.faults import measure
 
-    events = [
-        {"segment": "s.transaction", "fault": "5s:pooler:kill:3s", "phase": "inject",
-         "t": 105.0, "done_t": 105.23, "ok": True, "description": "pooler killed for 3 s"},
-        {"segment": "s.transaction", "fault": "5s:pooler:kill:3s", "phase": "recover",
-         "t": 108.0, "done_t": 108.3, "ok": True},
-    ]
+    events = kill_events(105.23, 108.3)
     rows = measure.Rows(intended=np.array([104.0]), ends=np.array([104.001]),
                         ok=np.array([True]), not_started=np.zeros(1, dtype=bool),
                         classes=np.array([0]), class_names=[""], total_ms=np.array([1.0]))
