@@ -258,14 +258,17 @@ def network_text(m: dict[str, Any]) -> str | None:
         return None
     configured = net.get("configured_ms") or {}
     measured = net.get("measured_ms") or {}
+    floors = net.get("min_ms") or {}  # absent from manifests written before it
     preset = net.get("preset", "?")
     if any(configured.get(p) for p in PATH_LABELS):
         head = f"{preset}, round trips configured " + ", ".join(
             f"{p} {_ms_value(configured.get(p))}" for p in PATH_LABELS)
     else:
         head = f"{preset} (no round trip added between the hosts)"
-    seen = [f"{p} {_ms_value(measured.get(p))}" for p in PATH_LABELS
-            if measured.get(p) is not None]
+    seen = [f"{p} {_ms_value(measured.get(p))}"
+            + (f" (floor {_ms_value(floors[p])})"
+               if isinstance(floors.get(p), int | float) and floors[p] != measured[p] else "")
+            for p in PATH_LABELS if measured.get(p) is not None]
     text = head + ("; measured " + ", ".join(seen) if seen else "")
     if net.get("relay") == "always":
         text += "; relays on every path"

@@ -161,6 +161,11 @@ def test_report_states_the_distance_configured_and_measured():
     text = network_text(manifest)
     assert text.startswith("same-region, round trips configured client-db 1.00 ms")
     assert "measured client-db 1.12 ms" in text and "sslmode=verify-full" in text
+    # the floor (the distance alone) beside the median, where it differs
+    manifest["network"]["min_ms"] = {"client-db": 1.01, "client-pooler": 1.1, "pooler-db": 0.98}
+    text = network_text(manifest)
+    assert "measured client-db 1.12 ms (floor 1.01 ms), client-pooler 1.10 ms, pooler-db " \
+        "0.98 ms." in text, text
     local = {"network": {"preset": "local", "configured_ms": {}, "measured_ms": {}}}
     assert network_text(local).startswith("local (no round trip added")
     assert network_text({}) is None
