@@ -89,7 +89,9 @@ def one_round(args: argparse.Namespace, env: dict[str, str], uri: str, work: Pat
     # `lab run` checks the lab and starts its sampler before the load (several seconds):
     # plain Locust starts when the lab's first chunk of samples is there
     deadline = time.monotonic() + 60
-    while not list(reports.glob("*/requests/part-*.arrow")):
+    from lab import samples
+
+    while not list(reports.glob(f"*/{samples.CHUNK_DIR}/{samples.CHUNK_GLOBS[0]}")):
         if procs["lab"].poll() is not None or time.monotonic() > deadline:
             sys.exit(f"lab run wrote no samples:\n{''.join(procs['lab'].communicate())}")
         time.sleep(0.1)
